@@ -1,0 +1,232 @@
+//! The agent's configuration file (YAML). Every field has a default, so an empty
+//! file is a valid configuration; command-line flags override what it says.
+
+use darter_common::{ByteRate, ByteSize};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Where the agent looks for its config when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/darter/agent.yaml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// Where task content and metadata live.
+    pub storage: StorageConfig,
+    /// When cached tasks are evicted.
+    pub gc: GcConfig,
+    /// How downloads run.
+    pub download: DownloadConfig,
+    /// How the origin (back-to-source) is reached.
+    pub origin: OriginConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct StorageConfig {
+    /// Storage directory: `content/` holds one file per task, `metadata/` the
+    /// RocksDB database. Default `/var/lib/darter` for root, else `~/.cache/darter`.
+    pub dir: PathBuf,
+    /// Upper bound on the bytes the cache may use. When unset, the watermarks
+    /// apply to the whole filesystem holding `dir`.
+    pub capacity: Option<ByteSize>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_storage_dir(),
+            capacity: None,
+        }
+    }
+}
+
+fn default_storage_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/darter");
+    }
+    match std::env::var_os("XDG_CACHE_HOME").or_else(|| std::env::var_os("HOME")) {
+        Some(base) if std::env::var_os("XDG_CACHE_HOME").is_some() => {
+            PathBuf::from(base).join("darter")
+        }
+        Some(home) => PathBuf::from(home).join(".cache").join("darter"),
+        None => PathBuf::from("/tmp/darter"),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GcConfig {
+    /// How often the daemon runs GC (the CLI runs it before each download).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A task not used for this long is evicted.
+    #[serde(with = "humantime_serde")]
+    pub task_ttl: Duration,
+    /// Disk use (percent) above which least recently used tasks are evicted.
+    pub high_watermark_percent: u8,
+    /// Eviction stops when disk use falls to this percent.
+    pub low_watermark_percent: u8,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15 * 60),
+            task_ttl: Duration::from_secs(6 * 3600),
+            high_watermark_percent: 80,
+            low_watermark_percent: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct DownloadConfig {
+    /// Total download rate of the agent, shared by all tasks.
+    pub rate_limit: ByteRate,
+    /// Pieces of one task fetched at the same time.
+    pub concurrent_pieces: usize,
+    /// A piece request that receives no bytes for this long is abandoned and retried.
+    #[serde(with = "humantime_serde")]
+    pub piece_timeout: Duration,
+    /// Retries of one piece (with exponential backoff) before the download fails.
+    pub piece_retries: usize,
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        Self {
+            rate_limit: ByteRate(10 << 30),
+            concurrent_pieces: 16,
+            piece_timeout: Duration::from_secs(30),
+            piece_retries: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct OriginConfig {
+    /// PEM file of extra CA certificates trusted for HTTPS origins (added to the
+    /// built-in web PKI roots).
+    pub ca_bundle: Option<PathBuf>,
+    /// Time allowed to open a connection to the origin.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Redirects followed before giving up.
+    pub max_redirects: usize,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            ca_bundle: None,
+            connect_timeout: Duration::from_secs(10),
+            max_redirects: 10,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Loads `path`; with no path, the default location if it exists, else defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let cfg: Self = if text.trim().is_empty() {
+            Self::default()
+        } else {
+            serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let gc = &self.gc;
+        if gc.high_watermark_percent > 100 || gc.low_watermark_percent >= gc.high_watermark_percent
+        {
+            return Err(ConfigError::Invalid(format!(
+                "gc watermarks must satisfy low < high <= 100 (low {}, high {})",
+                gc.low_watermark_percent, gc.high_watermark_percent
+            )));
+        }
+        if self.download.concurrent_pieces == 0 {
+            return Err(ConfigError::Invalid(
+                "download.concurrentPieces must be at least 1".into(),
+            ));
+        }
+        if self.download.rate_limit.0 == 0 {
+            return Err(ConfigError::Invalid(
+                "download.rateLimit must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_partial_files_use_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.yaml");
+        std::fs::write(&p, "").unwrap();
+        let c = AgentConfig::load(Some(&p)).unwrap();
+        assert_eq!(c.download.concurrent_pieces, 16);
+        std::fs::write(
+            &p,
+            "download:\n  rateLimit: 40MiB/s\ngc:\n  taskTtl: 1h\nstorage:\n  capacity: 2GiB\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(Some(&p)).unwrap();
+        assert_eq!(c.download.rate_limit.0, 40 << 20);
+        assert_eq!(c.gc.task_ttl, Duration::from_secs(3600));
+        assert_eq!(c.storage.capacity, Some(ByteSize::gib(2)));
+        assert_eq!(c.gc.high_watermark_percent, 80);
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.yaml");
+        std::fs::write(&p, "download:\n  rateLimt: 1MiB\n").unwrap();
+        let e = AgentConfig::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("rateLimt"), "{e}");
+        std::fs::write(&p, "gc:\n  lowWatermarkPercent: 90\n").unwrap();
+        let e = AgentConfig::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("watermarks"), "{e}");
+        assert!(AgentConfig::load(Some(&dir.path().join("missing.yaml"))).is_err());
+    }
+}
