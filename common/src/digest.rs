@@ -58,8 +58,14 @@ impl FromStr for Digest {
             value: value.to_string(),
         };
         let (algorithm, bytes) = match alg.to_ascii_lowercase().as_str() {
-            "sha256" => (DigestAlgorithm::Sha256, decode_hex(value, 32).ok_or_else(bad)?),
-            "sha512" => (DigestAlgorithm::Sha512, decode_hex(value, 64).ok_or_else(bad)?),
+            "sha256" => (
+                DigestAlgorithm::Sha256,
+                decode_hex(value, 32).ok_or_else(bad)?,
+            ),
+            "sha512" => (
+                DigestAlgorithm::Sha512,
+                decode_hex(value, 64).ok_or_else(bad)?,
+            ),
             "crc32c" | "crc32" => {
                 // Dragonfly writes piece CRCs as decimal (`crc32:123`); accept 8 hex digits too.
                 let n = if value.len() == 8 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -67,7 +73,10 @@ impl FromStr for Digest {
                 } else {
                     value.parse::<u32>().ok()
                 };
-                (DigestAlgorithm::Crc32c, n.ok_or_else(bad)?.to_be_bytes().to_vec())
+                (
+                    DigestAlgorithm::Crc32c,
+                    n.ok_or_else(bad)?.to_be_bytes().to_vec(),
+                )
             }
             _ => return Err(DigestError::Algorithm(alg.to_string())),
         };
@@ -154,6 +163,9 @@ mod tests {
             "sha256:abcd".parse::<Digest>(),
             Err(DigestError::Value { .. })
         ));
-        assert!(matches!("sha256".parse::<Digest>(), Err(DigestError::Format(_))));
+        assert!(matches!(
+            "sha256".parse::<Digest>(),
+            Err(DigestError::Format(_))
+        ));
     }
 }

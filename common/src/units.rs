@@ -69,10 +69,12 @@ impl FromStr for ByteRate {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         let t = t.strip_suffix("/s").unwrap_or(t);
-        t.parse::<ByteSize>().map(|b| ByteRate(b.0)).map_err(|e| UnitError {
-            input: s.to_string(),
-            reason: e.reason,
-        })
+        t.parse::<ByteSize>()
+            .map(|b| ByteRate(b.0))
+            .map_err(|e| UnitError {
+                input: s.to_string(),
+                reason: e.reason,
+            })
     }
 }
 

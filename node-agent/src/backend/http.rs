@@ -35,7 +35,10 @@ impl HttpBackend {
             let pem = std::fs::read(path)
                 .map_err(|e| Error::io(format!("cannot read CA bundle {}", path.display()), e))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Config(format!("CA bundle {} is not valid PEM: {e}", path.display()))
+                Error::Config(format!(
+                    "CA bundle {} is not valid PEM: {e}",
+                    path.display()
+                ))
             })?;
             if certs.is_empty() {
                 return Err(Error::Config(format!(
@@ -192,7 +195,9 @@ pub fn classify(url: &str, e: &reqwest::Error) -> Error {
         Error::ConnectionRefused { host }
     } else if text.contains("dns error") || text.contains("failed to lookup address") {
         Error::Dns {
-            host: host.rsplit_once(':').map_or(host.clone(), |(h, _)| h.to_string()),
+            host: host
+                .rsplit_once(':')
+                .map_or(host.clone(), |(h, _)| h.to_string()),
         }
     } else if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
         Error::Tls { host, detail }

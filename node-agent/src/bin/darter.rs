@@ -188,14 +188,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let storage = open_storage(&cfg)?;
             let mut tasks = storage.metadata.tasks()?;
             tasks.sort_by_key(|t| std::cmp::Reverse(t.accessed_at));
-            println!("{:<64}  {:<9}  {:>9}  {:>11}  URL", "TASK ID", "STATE", "SIZE", "PIECES");
+            println!(
+                "{:<64}  {:<9}  {:>9}  {:>11}  URL",
+                "TASK ID", "STATE", "SIZE", "PIECES"
+            );
             for t in tasks {
                 let done = storage.metadata.pieces(&t.id)?.len();
                 println!(
                     "{:<64}  {:<9}  {:>9}  {:>11}  {}",
                     t.id,
                     t.state.as_str(),
-                    t.content_length.map_or("?".into(), |l| ByteSize(l).to_string()),
+                    t.content_length
+                        .map_or("?".into(), |l| ByteSize(l).to_string()),
                     format!("{done}/{}", total_pieces(&t)),
                     t.url
                 );
@@ -230,13 +234,19 @@ fn find_task(storage: &Storage, t: &TaskRef) -> anyhow::Result<TaskMeta> {
 }
 
 fn print_task(storage: &Storage, t: &TaskMeta) -> anyhow::Result<()> {
-    let done: u64 = storage.metadata.pieces(&t.id)?.iter().map(|p| p.length).sum();
+    let done: u64 = storage
+        .metadata
+        .pieces(&t.id)?
+        .iter()
+        .map(|p| p.length)
+        .sum();
     println!("task:         {}", t.id);
     println!("url:          {}", t.url);
     println!("state:        {}", t.state.as_str());
     println!(
         "size:         {}",
-        t.content_length.map_or("unknown".into(), |l| format!("{} ({l} bytes)", ByteSize(l)))
+        t.content_length
+            .map_or("unknown".into(), |l| format!("{} ({l} bytes)", ByteSize(l)))
     );
     println!("piece length: {}", ByteSize(t.piece_length));
     println!(
@@ -305,7 +315,11 @@ async fn get(cfg: &AgentConfig, args: &GetArgs) -> anyhow::Result<()> {
     req.timeout = args.timeout;
 
     let storage = Arc::new(open_storage(cfg)?);
-    let engine = Engine::new(storage, HttpBackend::new(&cfg.origin)?, cfg.download.clone());
+    let engine = Engine::new(
+        storage,
+        HttpBackend::new(&cfg.origin)?,
+        cfg.download.clone(),
+    );
     let progress = Arc::new(Progress::default());
     let bar = (!args.quiet).then(|| progress_bar(progress.clone()));
     let result = engine.download(&req, &progress).await;

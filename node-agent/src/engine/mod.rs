@@ -1,7 +1,6 @@
 //! The piece engine: plans a task as pieces, fetches the missing ones
 //! concurrently from the origin, verifies and stores them, and exports the result.
 
-pub mod ratelimit;
 pub mod sink;
 
 use crate::backend::{HttpBackend, Probe, http::classify};
@@ -10,11 +9,10 @@ use crate::error::{Error, Result};
 use crate::storage::{PieceMeta, PieceSource, Storage, TaskMeta, TaskState, now_secs};
 use backon::{ExponentialBuilder, Retryable};
 use darter_common::{
-    ByteSize, Digest, DigestHasher, PieceRange, TaskIdParams, piece_count, piece_length_for,
-    piece_range, task_id,
+    ByteSize, Digest, DigestHasher, PieceRange, RateLimiter, TaskIdParams, piece_count,
+    piece_length_for, piece_range, task_id,
 };
 use futures::StreamExt;
-use ratelimit::RateLimiter;
 use reqwest::Response;
 use reqwest::header::HeaderMap;
 use sink::PieceSink;
@@ -54,7 +52,10 @@ impl DownloadRequest {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::BadUrl {
                 url: self.url.clone(),
-                reason: format!("scheme {:?} is not supported (use http or https)", url.scheme()),
+                reason: format!(
+                    "scheme {:?} is not supported (use http or https)",
+                    url.scheme()
+                ),
             });
         }
         task_id(
@@ -151,7 +152,11 @@ impl Engine {
     }
 
     #[tracing::instrument(skip_all, fields(url = %req.url))]
-    pub async fn download(&self, req: &DownloadRequest, progress: &Progress) -> Result<DownloadStats> {
+    pub async fn download(
+        &self,
+        req: &DownloadRequest,
+        progress: &Progress,
+    ) -> Result<DownloadStats> {
         let id = req.task_id()?;
         let started = Instant::now();
         let work = self.run(&id, req, progress);
@@ -199,9 +204,16 @@ impl Engine {
         }
     }
 
-    async fn run(&self, id: &str, req: &DownloadRequest, progress: &Progress) -> Result<DownloadStats> {
+    async fn run(
+        &self,
+        id: &str,
+        req: &DownloadRequest,
+        progress: &Progress,
+    ) -> Result<DownloadStats> {
         let existing = self.storage.metadata.task(id)?;
-        if let Some(task) = existing.as_ref().filter(|t| t.state == TaskState::Succeeded)
+        if let Some(task) = existing
+            .as_ref()
+            .filter(|t| t.state == TaskState::Succeeded)
             && let Some(stats) = self.from_cache(task, req, progress).await?
         {
             return Ok(stats);
@@ -269,7 +281,13 @@ impl Engine {
             progress,
         };
         let total = match (probe, length) {
-            (Probe { supports_range: true, .. }, Some(len)) => {
+            (
+                Probe {
+                    supports_range: true,
+                    ..
+                },
+                Some(len),
+            ) => {
                 self.fetch_ranges(&ctx, len, &have, &mut stats).await?;
                 len
             }
@@ -434,14 +452,19 @@ impl Engine {
         let url = &ctx.req.url;
         let resp = tokio::time::timeout(timeout, self.backend.get_range(url, &ctx.req.headers, r))
             .await
-            .map_err(|_| Error::Timeout(format!("origin did not answer for piece {}", r.number)))??;
+            .map_err(|_| {
+                Error::Timeout(format!("origin did not answer for piece {}", r.number))
+            })??;
         let mut sink = PieceSink::new(ctx.file.clone(), r.offset);
         let result = self.drain(ctx, resp, &mut sink, r.length).await;
         if result.is_err() {
             ctx.progress.sub(sink.len());
             return Err(result.unwrap_err());
         }
-        let (n, crc) = sink.finish().await.map_err(|e| self.no_space(e, r.length))?;
+        let (n, crc) = sink
+            .finish()
+            .await
+            .map_err(|e| self.no_space(e, r.length))?;
         if n != r.length {
             ctx.progress.sub(n);
             return Err(Error::Transfer {
@@ -476,7 +499,9 @@ impl Engine {
                 });
             }
             self.limiter.acquire(chunk.len()).await;
-            sink.push(&chunk).await.map_err(|e| self.no_space(e, limit))?;
+            sink.push(&chunk)
+                .await
+                .map_err(|e| self.no_space(e, limit))?;
             ctx.progress.add(chunk.len() as u64);
         }
         Ok(())
@@ -555,7 +580,8 @@ impl Engine {
         let mut number = 0u32;
         let mut offset = 0u64;
         let mut filled = 0u64;
-        let new_sink = |n: u32, off: u64| (!have.contains(&n)).then(|| PieceSink::new(ctx.file.clone(), off));
+        let new_sink =
+            |n: u32, off: u64| (!have.contains(&n)).then(|| PieceSink::new(ctx.file.clone(), off));
         let mut sink = new_sink(0, 0);
         let mut body = resp.bytes_stream();
         let mut uncommitted = 0u64;
@@ -566,7 +592,9 @@ impl Engine {
                 while !data.is_empty() {
                     let n = ((plen - filled) as usize).min(data.len());
                     if let Some(s) = sink.as_mut() {
-                        s.push(&data[..n]).await.map_err(|e| self.no_space(e, plen))?;
+                        s.push(&data[..n])
+                            .await
+                            .map_err(|e| self.no_space(e, plen))?;
                         ctx.progress.add(n as u64);
                         uncommitted += n as u64;
                     }

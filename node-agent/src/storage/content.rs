@@ -22,7 +22,9 @@ impl Content {
     }
 
     pub fn path(&self, task_id: &str) -> PathBuf {
-        self.dir.join(&task_id[..3.min(task_id.len())]).join(task_id)
+        self.dir
+            .join(&task_id[..3.min(task_id.len())])
+            .join(task_id)
     }
 
     /// Opens (creating when missing) a task's file; with a known length, makes
@@ -54,9 +56,9 @@ impl Content {
                 match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len) {
                     Ok(()) => {}
                     // Filesystems without fallocate (e.g. some overlays): size it sparsely.
-                    Err(rustix::io::Errno::OPNOTSUPP) => file.set_len(len).map_err(|e| {
-                        Error::io(format!("cannot size {}", path.display()), e)
-                    })?,
+                    Err(rustix::io::Errno::OPNOTSUPP) => file
+                        .set_len(len)
+                        .map_err(|e| Error::io(format!("cannot size {}", path.display()), e))?,
                     Err(e) => {
                         return Err(Error::io(
                             format!("cannot allocate {len} bytes for {}", path.display()),

@@ -1,6 +1,6 @@
 //! A byte-rate token bucket (governor's GCRA) shared by every task of an agent.
 
-use darter_common::ByteRate;
+use crate::ByteRate;
 use governor::{DefaultDirectRateLimiter, Quota};
 use std::num::NonZeroU32;
 
@@ -23,7 +23,9 @@ impl RateLimiter {
         let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: DefaultDirectRateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
+            limiter: DefaultDirectRateLimiter::direct(
+                Quota::per_second(per_sec).allow_burst(burst),
+            ),
             cell,
             burst,
         }

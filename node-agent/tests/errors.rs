@@ -1,0 +1,99 @@
+//! Errors a user can act on: each one line naming the cause, non-zero exit, and
+//! no output file (or temp file) left behind.
+
+mod common;
+
+use common::{Env, MIB, same_bytes};
+use darter_testkit::tls::TestCert;
+use darter_testkit::{Origin, OriginOptions};
+use std::sync::Arc;
+
+async fn origin(opts: OriginOptions) -> Origin {
+    Origin::start("127.0.0.1", opts).await.expect("origin")
+}
+
+async fn fails_cleanly(env: &Env, url: &str, extra: &[&str], needle: &str) {
+    env.get(url, "out.bin", extra).await.fails_with(needle);
+    assert!(
+        env.stray_files().is_empty(),
+        "left behind: {:?}",
+        env.stray_files()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_statuses() {
+    let o = origin(OriginOptions::standard()).await;
+    let env = Env::new();
+    fails_cleanly(&env, &o.url("missing"), &[], "404").await;
+    fails_cleanly(&env, &o.url_of("status", "403"), &[], "403").await;
+    // 5xx is retried, then reported.
+    fails_cleanly(&env, &o.url_of("status", "503"), &[], "503").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_origins() {
+    let env = Env::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    fails_cleanly(
+        &env,
+        &format!("http://127.0.0.1:{port}/x"),
+        &[],
+        "connection refused",
+    )
+    .await;
+    fails_cleanly(&env, "http://no-such-host.invalid/x", &[], "DNS").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls() {
+    let env = Env::new();
+    fails_cleanly(&env, "not a url", &[], "bad URL").await;
+    fails_cleanly(&env, "ftp://127.0.0.1/x", &[], "scheme").await;
+    fails_cleanly(&env, "http://127.0.0.1/x", &["--digest", "md5:00"], "md5").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_untrusted_then_trusted_with_ca_bundle() {
+    let cert = Arc::new(TestCert::localhost().unwrap());
+    let o = origin(OriginOptions {
+        tls: Some(cert.clone()),
+        ..OriginOptions::standard()
+    })
+    .await;
+    let data = o.put_random("a", 2 * MIB + 1, 20);
+    let env = Env::new();
+    fails_cleanly(&env, &o.url("a"), &[], "TLS").await;
+    let ca = env.dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert.cert_pem).unwrap();
+    env.get(&o.url("a"), "a.bin", &["--ca-bundle", ca.to_str().unwrap()])
+        .await
+        .ok();
+    same_bytes(&env.out("a.bin"), &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_origin_times_out() {
+    let o = origin(OriginOptions::standard()).await;
+    o.put_random("a", MIB, 21);
+    o.stall(100);
+    let env = Env::new();
+    fails_cleanly(&env, &o.url("a"), &["--timeout", "2s"], "timed out").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_space() {
+    let o = origin(OriginOptions::standard()).await;
+    o.put_random("a", 4 * MIB, 22);
+    let env = Env::new();
+    fails_cleanly(
+        &env,
+        &o.url("a"),
+        &["--storage-capacity", "1MiB"],
+        "no space",
+    )
+    .await;
+}

@@ -1,0 +1,41 @@
+# start_nginx ROOT_DIR WORK_DIR: serves ROOT_DIR on a free loopback port as an
+# unprivileged nginx; sets NGINX_PORT and NGINX_PID_FILE. stop_nginx stops it.
+
+start_nginx() {
+  local root=$1 work=$2
+  mkdir -p "$work"
+  NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  NGINX_PID_FILE="$work/nginx.pid"
+  cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $NGINX_PID_FILE;
+error_log $work/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $root;
+  }
+}
+CONF
+  nginx -c "$work/nginx.conf" -p "$work" -e "$work/error.log"
+  for _ in $(seq 50); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT/" 2>/dev/null && return 0
+    curl -sS -o /dev/null "http://127.0.0.1:$NGINX_PORT/" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nginx did not start" >&2
+  return 1
+}
+
+stop_nginx() {
+  [ -n "${NGINX_PID_FILE:-}" ] && [ -f "$NGINX_PID_FILE" ] && kill "$(cat "$NGINX_PID_FILE")" 2>/dev/null || true
+}
