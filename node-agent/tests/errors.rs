@@ -57,6 +57,17 @@ async fn bad_urls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_output_is_refused_before_downloading() {
+    let o = origin(OriginOptions::standard()).await;
+    o.put_random("a", MIB, 23);
+    let env = Env::new();
+    env.get(&o.url("a"), "no/such/dir/a.bin", &[])
+        .await
+        .fails_with("does not exist");
+    assert_eq!(o.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_untrusted_then_trusted_with_ca_bundle() {
     let cert = Arc::new(TestCert::localhost().unwrap());
     let o = origin(OriginOptions {

@@ -309,6 +309,14 @@ async fn get(cfg: &AgentConfig, args: &GetArgs) -> anyhow::Result<()> {
     if args.output.is_dir() {
         bail!("output {} is a directory", args.output.display());
     }
+    // Checked up front so a long download does not end in an unwritable place.
+    let parent = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!("output directory {} does not exist", parent.display());
+    }
     req.output = Some(args.output.clone());
     req.headers = parse_headers(&args.headers)?;
     req.digest = args.digest.clone();

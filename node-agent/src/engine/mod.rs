@@ -214,7 +214,7 @@ impl Engine {
         if let Some(task) = existing
             .as_ref()
             .filter(|t| t.state == TaskState::Succeeded)
-            && let Some(stats) = self.from_cache(task, req, progress).await?
+            && let Some(stats) = self.serve_cached(task, req, progress).await?
         {
             return Ok(stats);
         }
@@ -327,7 +327,7 @@ impl Engine {
 
     /// Serves a finished task from local storage when every piece still verifies
     /// (and the digest matches, when one is asked for).
-    async fn from_cache(
+    async fn serve_cached(
         &self,
         task: &TaskMeta,
         req: &DownloadRequest,
@@ -456,10 +456,9 @@ impl Engine {
                 Error::Timeout(format!("origin did not answer for piece {}", r.number))
             })??;
         let mut sink = PieceSink::new(ctx.file.clone(), r.offset);
-        let result = self.drain(ctx, resp, &mut sink, r.length).await;
-        if result.is_err() {
+        if let Err(e) = self.drain(ctx, resp, &mut sink, r.length).await {
             ctx.progress.sub(sink.len());
-            return Err(result.unwrap_err());
+            return Err(e);
         }
         let (n, crc) = sink
             .finish()
