@@ -10,8 +10,11 @@ ensure_build_deps
 SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-3}
 
-cargo build --release -q -p darter-agent --bin darter
-DARTER="$CARGO_TARGET_DIR/release/darter"
+# DARTER_BIN: use an already built binary instead of building one.
+if [ -z "${DARTER_BIN:-}" ]; then
+  cargo build --release -q -p darter-agent --bin darter
+fi
+DARTER="${DARTER_BIN:-$CARGO_TARGET_DIR/release/darter}"
 WORK=$(mktemp -d /tmp/darter-bench.XXXXXX)
 trap 'stop_nginx; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/www"
@@ -27,7 +30,7 @@ measure() {
 }
 
 for i in $(seq "$RUNS"); do
-  measure curl curl -sS -o "$WORK/curl.out" "$URL"
+  measure curl curl -fsS -o "$WORK/curl.out" "$URL"
   cmp -s "$WORK/curl.out" "$WORK/www/blob.bin" || { echo "curl output differs"; exit 1; }
   rm -f "$WORK/curl.out"; sync
   measure darter "$DARTER" --storage-dir "$WORK/storage" get "$URL" -O "$WORK/darter.out" --quiet

@@ -3,14 +3,10 @@
 
 mod common;
 
-use common::{Env, MIB, same_bytes};
+use common::{Env, MIB, origin, same_bytes};
+use darter_testkit::OriginOptions;
 use darter_testkit::tls::TestCert;
-use darter_testkit::{Origin, OriginOptions};
 use std::sync::Arc;
-
-async fn origin(opts: OriginOptions) -> Origin {
-    Origin::start("127.0.0.1", opts).await.expect("origin")
-}
 
 async fn fails_cleanly(env: &Env, url: &str, extra: &[&str], needle: &str) {
     env.get(url, "out.bin", extra).await.fails_with(needle);

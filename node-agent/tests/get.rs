@@ -3,12 +3,8 @@
 
 mod common;
 
-use common::{Env, MIB, same_bytes};
-use darter_testkit::{Origin, OriginOptions};
-
-async fn origin(opts: OriginOptions) -> Origin {
-    Origin::start("127.0.0.1", opts).await.expect("origin")
-}
+use common::{Env, MIB, origin, same_bytes};
+use darter_testkit::OriginOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_ranges_then_cache_hit() {

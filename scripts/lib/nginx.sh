@@ -6,7 +6,11 @@ start_nginx() {
   mkdir -p "$work"
   NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   NGINX_PID_FILE="$work/nginx.pid"
+  # As root, workers would drop to nobody and lose access to private temp dirs.
+  local user_line=""
+  [ "$(id -u)" -eq 0 ] && user_line="user root;"
   cat > "$work/nginx.conf" <<CONF
+$user_line
 worker_processes 1;
 pid $NGINX_PID_FILE;
 error_log $work/error.log warn;

@@ -88,6 +88,13 @@ impl Env {
     }
 }
 
+/// A test origin on 127.0.0.1.
+pub async fn origin(opts: darter_testkit::OriginOptions) -> darter_testkit::Origin {
+    darter_testkit::Origin::start("127.0.0.1", opts)
+        .await
+        .expect("origin")
+}
+
 pub fn same_bytes(path: &Path, want: &[u8]) {
     let got = std::fs::read(path).expect("read output");
     assert_eq!(got.len(), want.len(), "length of {}", path.display());
