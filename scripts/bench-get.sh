@@ -32,10 +32,10 @@ measure() {
 for i in $(seq "$RUNS"); do
   measure curl curl -fsS -o "$WORK/curl.out" "$URL"
   cmp -s "$WORK/curl.out" "$WORK/www/blob.bin" || { echo "curl output differs"; exit 1; }
-  rm -f "$WORK/curl.out"; sync
+  rm -f "$WORK/curl.out"; sync; sleep 1
   measure darter "$DARTER" --storage-dir "$WORK/storage" get "$URL" -O "$WORK/darter.out" --quiet
   cmp -s "$WORK/darter.out" "$WORK/www/blob.bin" || { echo "darter output differs"; exit 1; }
-  rm -rf "$WORK/darter.out" "$WORK/storage"; sync
+  rm -rf "$WORK/darter.out" "$WORK/storage"; sync; sleep 1
 done
 
 python3 - "$WORK" "$SIZE_MIB" "$RUNS" <<'PY'

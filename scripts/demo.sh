@@ -49,10 +49,11 @@ d get "$URL" -O "$WORK/out/third.bin"
 
 echo; echo "== 4. interrupted download (SIGKILL) resumes with the pieces it already had"
 URL2="$URL?attempt=2"
-d get "$URL2" -O "$WORK/out/fourth.bin" --tag resume --rate-limit 200MiB/s --quiet &
+"$DARTER" --storage-dir "$WORK/storage" get "$URL2" -O "$WORK/out/fourth.bin" \
+  --tag resume --rate-limit 100MiB/s --quiet &
 PID=$!
-sleep 0.5
-kill -9 $PID 2>/dev/null || true
+sleep 1
+kill -9 $PID 2>/dev/null && echo "killed darter (pid $PID) with SIGKILL mid-download"
 wait $PID 2>/dev/null || true
 d stat "$URL2" --tag resume | grep -E '^(state|pieces):' || true
 d get "$URL2" -O "$WORK/out/fourth.bin" --tag resume
