@@ -104,3 +104,46 @@ async fn no_space() {
     )
     .await;
 }
+
+/// A real full filesystem: storage on an 8 MiB tmpfs (needs root to mount;
+/// skipped elsewhere). GC makes room first; what cannot fit fails clearly.
+/// The outputs live on another filesystem, so they are copies, not links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_filesystem_triggers_gc_then_no_space() {
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let env = Env::new();
+    let storage = env.storage();
+    std::fs::create_dir_all(&storage).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&storage)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount tmpfs (not root?); skipping");
+        return;
+    }
+    let _guard = Mount(storage.clone());
+    let o = origin(OriginOptions::standard()).await;
+    let a = o.put_random("a", 3 * MIB, 40);
+    let b = o.put_random("b", 4 * MIB, 41);
+    env.get(&o.url("a"), "a.bin", &[]).await.ok();
+    env.get(&o.url("b"), "b.bin", &[]).await.ok();
+    same_bytes(&env.out("a.bin"), &a);
+    same_bytes(&env.out("b.bin"), &b);
+    let ls = env.run(&["ls"]).await.stdout;
+    assert!(
+        !ls.contains(&o.url("a")),
+        "a was evicted to make room: {ls}"
+    );
+    for f in ["a.bin", "b.bin"] {
+        std::fs::remove_file(env.out(f)).unwrap();
+    }
+    o.put_random("huge", 12 * MIB, 42);
+    fails_cleanly(&env, &o.url("huge"), &[], "no space").await;
+}
