@@ -9,11 +9,7 @@ source scripts/lib/nginx.sh
 ensure_build_deps
 SIZE_MIB=${SIZE_MIB:-256}
 
-# DARTER_BIN: use an already built binary instead of building one.
-if [ -z "${DARTER_BIN:-}" ]; then
-  cargo build --release -q -p darter-agent --bin darter
-fi
-DARTER="${DARTER_BIN:-$CARGO_TARGET_DIR/release/darter}"
+build_darter
 WORK=$(mktemp -d /tmp/darter-demo.XXXXXX)
 trap 'stop_nginx; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/www" "$WORK/out"

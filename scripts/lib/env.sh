@@ -25,3 +25,12 @@ ensure_packages() {
 ensure_build_deps() {
   ensure_packages clang libclang-dev nginx-light curl time
 }
+
+# build_darter: sets DARTER to a release `darter` binary, building it unless
+# DARTER_BIN names one already built.
+build_darter() {
+  if [ -z "${DARTER_BIN:-}" ]; then
+    cargo build --release -q -p darter-agent --bin darter
+  fi
+  DARTER="${DARTER_BIN:-$CARGO_TARGET_DIR/release/darter}"
+}
