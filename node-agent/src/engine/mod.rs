@@ -127,6 +127,13 @@ pub struct Engine {
     cfg: DownloadConfig,
 }
 
+/// Outcome of trying local storage first.
+enum Cached {
+    Hit(DownloadStats),
+    /// Not servable as is; these stored pieces verified and can be reused.
+    Miss(Vec<PieceMeta>),
+}
+
 /// Everything a piece fetch needs to know about its task.
 struct TaskCtx<'a> {
     id: &'a str,
@@ -210,13 +217,19 @@ impl Engine {
         req: &DownloadRequest,
         progress: &Progress,
     ) -> Result<DownloadStats> {
-        let existing = self.storage.metadata.task(id)?;
+        let mut existing = self.storage.metadata.task(id)?;
+        // Pieces already verified by a cache attempt, so they are not read twice.
+        let mut verified = None;
         if let Some(task) = existing
             .as_ref()
             .filter(|t| t.state == TaskState::Succeeded)
-            && let Some(stats) = self.serve_cached(task, req, progress).await?
         {
-            return Ok(stats);
+            match self.serve_cached(task, req, progress).await? {
+                Cached::Hit(stats) => return Ok(stats),
+                Cached::Miss(pieces) => verified = Some(pieces),
+            }
+            // A digest mismatch removed the task.
+            existing = self.storage.metadata.task(id)?;
         }
 
         let probe = (|| self.backend.probe(&req.url, &req.headers))
@@ -230,14 +243,14 @@ impl Engine {
         let resumable = |t: &TaskMeta| {
             length.is_some() && t.content_length == length && t.piece_length == piece_length
         };
-        let mut task = match existing {
-            Some(t) if resumable(&t) => t,
+        let (mut task, resumed) = match existing {
+            Some(t) if resumable(&t) => (t, true),
             other => {
                 if other.is_some() {
                     tracing::info!(task = id, "origin object changed size; starting over");
                     self.storage.remove_task(id)?;
                 }
-                TaskMeta {
+                let fresh = TaskMeta {
                     id: id.to_string(),
                     url: req.url.clone(),
                     tag: req.tag.clone(),
@@ -248,7 +261,8 @@ impl Engine {
                     created_at: now_secs(),
                     accessed_at: now_secs(),
                     finished_at: None,
-                }
+                };
+                (fresh, false)
             }
         };
         task.state = TaskState::Running;
@@ -262,7 +276,10 @@ impl Engine {
             .content
             .open_for_write(id, length)
             .map_err(|e| self.no_space(e, need))?;
-        let have = self.verified_pieces(&task).await?;
+        let have = match verified {
+            Some(pieces) if resumed => pieces,
+            _ => self.verified_pieces(&task).await?,
+        };
         progress.set_total(length);
         progress.add(have.iter().map(|p| p.length).sum());
 
@@ -332,19 +349,20 @@ impl Engine {
         task: &TaskMeta,
         req: &DownloadRequest,
         progress: &Progress,
-    ) -> Result<Option<DownloadStats>> {
-        let (Some(len), pieces) = (task.content_length, self.verified_pieces(task).await?) else {
-            return Ok(None);
+    ) -> Result<Cached> {
+        let pieces = self.verified_pieces(task).await?;
+        let Some(len) = task.content_length else {
+            return Ok(Cached::Miss(pieces));
         };
         if pieces.len() as u32 != piece_count(len, task.piece_length) {
-            return Ok(None);
+            return Ok(Cached::Miss(pieces));
         }
         if let Some(want) = &req.digest
             && &self.content_digest(&task.id, len, want).await? != want
         {
             tracing::warn!(task = %task.id, "cached content does not match the requested digest; fetching again");
             self.storage.remove_task(&task.id)?;
-            return Ok(None);
+            return Ok(Cached::Miss(Vec::new()));
         }
         let mut t = task.clone();
         t.accessed_at = now_secs();
@@ -352,7 +370,7 @@ impl Engine {
         progress.set_total(Some(len));
         progress.add(len);
         self.export(&task.id, req).await?;
-        Ok(Some(DownloadStats {
+        Ok(Cached::Hit(DownloadStats {
             task_id: task.id.clone(),
             content_length: len,
             piece_length: task.piece_length,

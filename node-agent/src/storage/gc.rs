@@ -97,12 +97,16 @@ impl Storage {
         let usage = self.usage()?;
         if usage.used.saturating_add(need) > pct(usage.total, self.gc.high_watermark_percent) {
             live.sort_by_key(|t| t.accessed_at);
+            let low = pct(usage.total, self.gc.low_watermark_percent);
+            // Measured once; each eviction takes off what it freed.
+            let mut used = usage.used;
             for t in &live {
-                let u = self.usage()?;
-                if u.used.saturating_add(need) <= pct(u.total, self.gc.low_watermark_percent) {
+                if used.saturating_add(need) <= low {
                     break;
                 }
+                let before = report.freed_bytes;
                 self.evict(t, "watermark", &mut report)?;
+                used = used.saturating_sub(report.freed_bytes - before);
             }
         }
         Ok(report)
