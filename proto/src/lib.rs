@@ -6,6 +6,27 @@ pub mod common {
     }
 }
 
+/// Agent <-> scheduler.
+pub mod scheduler {
+    pub mod v1 {
+        tonic::include_proto!("darter.scheduler.v1");
+    }
+}
+
+/// Agent <-> agent piece transfer.
+pub mod peer {
+    pub mod v1 {
+        tonic::include_proto!("darter.peer.v1");
+    }
+}
+
+/// Operator -> agent command stream.
+pub mod agent {
+    pub mod v1 {
+        tonic::include_proto!("darter.agent.v1");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::common::v1::{Piece, TaskInfo, TaskState};
