@@ -5,6 +5,7 @@
 pub mod dag;
 pub mod evaluator;
 pub mod resource;
+pub mod service;
 
 use parking_lot::{Mutex, RwLock};
 use rand::seq::IteratorRandom;
@@ -45,7 +46,7 @@ impl Default for SchedulerConfig {
     }
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum SchedulerError {
     #[error("host {0} has not announced itself")]
     UnknownHost(String),
@@ -447,6 +448,30 @@ impl Scheduler {
         let task = self.task(task_id)?;
         let t = task.lock();
         Ok(t.peers.values().map(|p| (p.id.clone(), p.state)).collect())
+    }
+
+    /// The task's length and its peers: (peer, host, succeeded, finished pieces).
+    #[allow(clippy::type_complexity)]
+    pub fn task_holders(
+        &self,
+        task_id: &str,
+    ) -> Result<(Option<u64>, Vec<(String, String, bool, u32)>), SchedulerError> {
+        let task = self.task(task_id)?;
+        let t = task.lock();
+        let holders = t
+            .peers
+            .values()
+            .filter(|p| p.state != PeerState::Left)
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    p.host_id.clone(),
+                    p.state == PeerState::Succeeded,
+                    p.finished_pieces.len() as u32,
+                )
+            })
+            .collect();
+        Ok((t.content_length, holders))
     }
 
     /// Drops silent hosts, stale peers and tasks left with no peers.
