@@ -1,4 +1,6 @@
-//! The Darter operator's library: the scheduler (runnable without Kubernetes);
+//! The Darter operator's library: the scheduler and its standalone mode (no
+//! Kubernetes);
 //! controllers and the manager arrive with their issues.
 
 pub mod scheduler;
+pub mod standalone;

@@ -1,5 +1,5 @@
-//! `darter-operator`. Today it carries the CRDs (`darter-operator crds`); the
-//! controllers, scheduler and manager arrive with their issues.
+//! `darter-operator`. Today: the CRDs (`crds`) and the standalone scheduler
+//! (`scheduler`); the controllers and manager arrive with their issues.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -20,10 +20,36 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
     },
+    /// Run the scheduler without Kubernetes (one cluster, settings from YAML).
+    Scheduler {
+        /// Standalone config (YAML); defaults when omitted.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// gRPC listen address (overrides `listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DARTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().cmd {
+        Cmd::Scheduler { config, listen } => {
+            let mut cfg = darter_operator::standalone::StandaloneConfig::load(config.as_deref())?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            let rt = tokio::runtime::Runtime::new().context("cannot start runtime")?;
+            rt.block_on(darter_operator::standalone::run(cfg, async {
+                let _ = tokio::signal::ctrl_c().await;
+            }))?;
+        }
         Cmd::Crds { write } => {
             let crds = darter_crds::all_crd_yaml().context("cannot render CRDs")?;
             match write {

@@ -17,7 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct SchedulerConfig {
     /// Parents handed to a peer at once.
     pub candidate_parent_limit: usize,
@@ -28,8 +29,10 @@ pub struct SchedulerConfig {
     /// Peers of one task allowed to fetch from the origin at once.
     pub max_back_to_source_peers: usize,
     /// A host not heard from for this long is dropped with its peers.
+    #[serde(with = "humantime_serde")]
     pub host_ttl: Duration,
     /// A peer with no event for this long is dropped.
+    #[serde(with = "humantime_serde")]
     pub peer_ttl: Duration,
 }
 

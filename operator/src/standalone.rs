@@ -1,0 +1,133 @@
+//! The scheduler without Kubernetes: one cluster whose settings come from a
+//! YAML file, for local use, the swarm and benchmarks.
+
+use crate::scheduler::service::SchedulerService;
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use darter_proto::scheduler::v1::scheduler_server::SchedulerServer;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StandaloneError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// `darter-operator scheduler --config FILE`. Every field is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct StandaloneConfig {
+    /// gRPC listen address (port 0 picks a free one; the chosen address is printed).
+    pub listen: SocketAddr,
+    /// Name reported to agents as their cluster.
+    pub cluster: String,
+    /// Agents re-announce this often.
+    #[serde(with = "humantime_serde")]
+    pub announce_interval: Duration,
+    /// Pause between scheduling rounds while a peer waits for a parent.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+    /// How often silent hosts and stale peers are collected.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+    /// Parent selection and GC knobs.
+    pub scheduling: SchedulerConfig,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8002)),
+            cluster: "default".into(),
+            announce_interval: Duration::from_secs(30),
+            retry_interval: Duration::from_millis(500),
+            gc_interval: Duration::from_secs(60),
+            scheduling: SchedulerConfig::default(),
+        }
+    }
+}
+
+impl StandaloneConfig {
+    pub fn load(path: Option<&Path>) -> Result<Self, StandaloneError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| StandaloneError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(&text).map_err(|source| StandaloneError::Parse {
+            path: shown,
+            source,
+        })
+    }
+}
+
+/// Binds, prints `listening on ADDR`, then serves until `shutdown` resolves.
+pub async fn run(
+    cfg: StandaloneConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StandaloneError> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| StandaloneError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StandaloneError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let core = Arc::new(Scheduler::new(cfg.scheduling.clone()));
+    let mut svc = SchedulerService::new(core.clone());
+    svc.announce_interval = cfg.announce_interval;
+    svc.retry_interval = cfg.retry_interval;
+    svc.cluster = cfg.cluster.clone();
+    let gc_core = core.clone();
+    let gc = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(cfg.gc_interval);
+        loop {
+            tick.tick().await;
+            gc_core.gc();
+        }
+    });
+    println!("listening on {addr}");
+    tracing::info!(%addr, cluster = %cfg.cluster, "scheduler serving");
+    let served = tonic::transport::Server::builder()
+        .add_service(SchedulerServer::new(svc))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    gc.abort();
+    Ok(served?)
+}
