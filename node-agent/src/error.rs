@@ -44,6 +44,18 @@ pub enum Error {
     },
     #[error("task {0} is not in local storage")]
     TaskNotFound(String),
+    #[error("piece {piece} from peer {parent} is corrupt: {detail}")]
+    CorruptPiece {
+        parent: String,
+        piece: u32,
+        detail: String,
+    },
+    #[error("peer {parent} refused piece {piece}: {detail}")]
+    PeerRefused {
+        parent: String,
+        piece: u32,
+        detail: String,
+    },
     #[error("invalid configuration: {0}")]
     Config(String),
 }
