@@ -17,13 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio_stream::StreamExt;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pieces_move_between_agents_and_corruption_is_caught() {
-    let o = origin(OriginOptions::standard()).await;
-    let data = o.put_random("blob", 5 * MIB + 3, 77);
-    let dir = tempfile::tempdir().unwrap();
-
-    // The parent fetches from the origin into its own storage.
+/// A parent agent's storage holding `url` (1 MiB pieces), fetched from the origin.
+async fn parent_holding(dir: &tempfile::TempDir, url: &str) -> (Arc<Storage>, String) {
     let parent = Arc::new(Storage::open(&dir.path().join("a"), GcPolicy::default()).unwrap());
     let engine = Engine::new(
         parent.clone(),
@@ -31,12 +26,20 @@ async fn pieces_move_between_agents_and_corruption_is_caught() {
         DownloadConfig::default(),
     );
     let req = DownloadRequest {
-        url: o.url("blob"),
+        url: url.to_string(),
         piece_length: Some(MIB as u64),
         ..Default::default()
     };
     let stats = engine.download(&req, &Progress::default()).await.unwrap();
-    let task_id = stats.task_id.clone();
+    (parent, stats.task_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_move_between_agents_and_corruption_is_caught() {
+    let o = origin(OriginOptions::standard()).await;
+    let data = o.put_random("blob", 5 * MIB + 3, 77);
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, task_id) = parent_holding(&dir, &o.url("blob")).await;
 
     // Its upload server on loopback.
     let svc = PeerService::new(
@@ -111,5 +114,52 @@ async fn pieces_move_between_agents_and_corruption_is_caught() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::PeerRefused { .. }), "{e}");
+    assert!(e.to_string().contains("leech"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tcp_data_path_checks_and_refuses() {
+    use darter_agent::peer::tcp;
+    let o = origin(OriginOptions::standard()).await;
+    let data = o.put_random("blob", 3 * MIB + 1, 78);
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, task_id) = parent_holding(&dir, &o.url("blob")).await;
+    let leech = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tcp::serve(
+        listener,
+        parent.clone(),
+        Arc::new(RateLimiter::new(ByteRate(1 << 30))),
+        leech.clone(),
+    ));
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let len = data.len() as u64;
+    let mut buf = Vec::new();
+    // Every piece over one reused connection.
+    for n in 0..4 {
+        let r = piece_range(len, MIB as u64, n).unwrap();
+        tcp::fetch_piece(&mut sock, "parent", &task_id, r, &mut buf)
+            .await
+            .unwrap();
+        assert!(buf[..] == data[r.offset as usize..(r.offset + r.length) as usize]);
+    }
+    // Rotten parent bytes are caught; unknown pieces and leech mode are refused.
+    let stored = parent.content.open_for_write(&task_id, None).unwrap();
+    stored.write_all_at(&[data[5] ^ 1], 5).unwrap();
+    let r0 = piece_range(len, MIB as u64, 0).unwrap();
+    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, &mut buf)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::CorruptPiece { piece: 0, .. }), "{e}");
+    let missing = "f".repeat(64);
+    let e = tcp::fetch_piece(&mut sock, "parent", &missing, r0, &mut buf)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not held"), "{e}");
+    leech.store(true, Ordering::Relaxed);
+    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, &mut buf)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("leech"), "{e}");
 }

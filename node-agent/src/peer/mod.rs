@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod server;
+pub mod tcp;
 
 /// Bytes per chunk message on the wire.
 pub const CHUNK: usize = 1 << 20;
