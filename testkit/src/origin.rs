@@ -374,3 +374,33 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_http_says() {
+        assert_eq!(parse_range("bytes=0-0", 10), Some((0, 0)));
+        assert_eq!(parse_range("bytes=4-", 10), Some((4, 9)));
+        assert_eq!(
+            parse_range("bytes=4-100", 10),
+            Some((4, 9)),
+            "clamped to the end"
+        );
+        assert_eq!(
+            parse_range("bytes=0-0", 0),
+            None,
+            "nothing to serve in an empty blob"
+        );
+        assert_eq!(parse_range("bytes=5-4", 10), None);
+        assert_eq!(parse_range("items=0-1", 10), None);
+    }
+
+    #[test]
+    fn random_bytes_are_deterministic() {
+        assert_eq!(random_bytes(1000, 7), random_bytes(1000, 7));
+        assert_ne!(random_bytes(1000, 7), random_bytes(1000, 8));
+        assert_eq!(random_bytes(13, 1).len(), 13);
+    }
+}
