@@ -377,3 +377,50 @@ async fn gc_evicts_least_recently_used_to_make_room() {
         .fails_with("no space");
     assert!(!env.out("huge.bin").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_gets_on_one_storage_take_turns() {
+    let o = origin(OriginOptions {
+        rate: Some(darter_common::ByteRate(16 * MIB as u64)),
+        ..OriginOptions::standard()
+    })
+    .await;
+    let a = o.put_random("a", 8 * MIB, 50);
+    let b = o.put_random("b", 2 * MIB, 51);
+    let env = Env::new();
+    let (url_a, url_b) = (o.url("a"), o.url("b"));
+    let (ra, rb) = tokio::join!(env.get(&url_a, "a.bin", &[]), env.get(&url_b, "b.bin", &[]));
+    ra.ok();
+    rb.ok();
+    same_bytes(&env.out("a.bin"), &a);
+    same_bytes(&env.out("b.bin"), &b);
+    assert!(
+        format!("{}{}", ra.stderr, rb.stderr).contains("waiting for another darter process"),
+        "one of them waited: {} / {}",
+        ra.stderr,
+        rb.stderr
+    );
+    // A bounded wait gives up with a clear message while the lock is held.
+    o.reset_counters();
+    let mut holder = env
+        .command(&[
+            "get",
+            &o.url("a"),
+            "-O",
+            env.out("c.bin").to_str().unwrap(),
+            "--tag",
+            "slow",
+        ])
+        .spawn()
+        .unwrap();
+    // Storage is opened before the origin is asked, so bytes flowing means held.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while o.bytes_sent() == 0 {
+        assert!(std::time::Instant::now() < deadline, "holder never started");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    env.get(&o.url("b"), "d.bin", &["--timeout", "200ms"])
+        .await
+        .fails_with("in use by another darter process");
+    holder.wait().await.unwrap();
+}

@@ -85,7 +85,8 @@ struct GetArgs {
     /// Download rate limit, e.g. 40MiB/s (overrides download.rateLimit).
     #[arg(long)]
     rate_limit: Option<ByteRate>,
-    /// Give up after this long, e.g. 30s or 2h.
+    /// Give up after this long, e.g. 30s or 2h (also bounds the wait for storage
+    /// held by another darter process).
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// Pieces fetched at once (overrides download.concurrentPieces).
@@ -163,29 +164,51 @@ fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     Ok(cfg)
 }
 
-fn open_storage(cfg: &AgentConfig) -> anyhow::Result<Storage> {
-    Ok(Storage::open(
-        &cfg.storage.dir,
-        GcPolicy {
-            task_ttl: cfg.gc.task_ttl,
-            high_watermark_percent: cfg.gc.high_watermark_percent,
-            low_watermark_percent: cfg.gc.low_watermark_percent,
-            capacity: cfg.storage.capacity.map(ByteSize::as_u64),
-        },
-    )?)
+/// Opens storage; while another darter process holds it, waits (saying so once)
+/// up to `wait`, so parallel `darter get`s on one node take turns instead of failing.
+async fn open_storage(cfg: &AgentConfig, wait: Duration) -> anyhow::Result<Storage> {
+    let policy = GcPolicy {
+        task_ttl: cfg.gc.task_ttl,
+        high_watermark_percent: cfg.gc.high_watermark_percent,
+        low_watermark_percent: cfg.gc.low_watermark_percent,
+        capacity: cfg.storage.capacity.map(ByteSize::as_u64),
+    };
+    // None: wait as long as it takes (no --timeout).
+    let deadline = tokio::time::Instant::now().checked_add(wait);
+    let mut told = false;
+    loop {
+        match Storage::open(&cfg.storage.dir, policy.clone()) {
+            Err(darter_agent::Error::StorageLocked { .. })
+                if deadline.is_none_or(|d| tokio::time::Instant::now() < d) =>
+            {
+                if !told {
+                    eprintln!(
+                        "darter: waiting for another darter process using {}",
+                        cfg.storage.dir.display()
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
+
+/// How long commands other than `get --timeout` wait for the storage lock.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = load_config(&cli)?;
     match &cli.cmd {
         Cmd::Get(args) => get(&cfg, args).await,
         Cmd::Stat(t) => {
-            let storage = open_storage(&cfg)?;
+            let storage = open_storage(&cfg, LOCK_WAIT).await?;
             let task = find_task(&storage, t)?;
             print_task(&storage, &task)
         }
         Cmd::Ls => {
-            let storage = open_storage(&cfg)?;
+            let storage = open_storage(&cfg, LOCK_WAIT).await?;
             let mut tasks = storage.metadata.tasks()?;
             tasks.sort_by_key(|t| std::cmp::Reverse(t.accessed_at));
             println!(
@@ -207,7 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Rm(t) => {
-            let storage = open_storage(&cfg)?;
+            let storage = open_storage(&cfg, LOCK_WAIT).await?;
             let task = find_task(&storage, t)?;
             storage.remove_task(&task.id)?;
             println!("removed {}", task.id);
@@ -322,7 +345,7 @@ async fn get(cfg: &AgentConfig, args: &GetArgs) -> anyhow::Result<()> {
     req.digest = args.digest.clone();
     req.timeout = args.timeout;
 
-    let storage = Arc::new(open_storage(cfg)?);
+    let storage = Arc::new(open_storage(cfg, args.timeout.unwrap_or(Duration::MAX)).await?);
     let engine = Engine::new(
         storage,
         HttpBackend::new(&cfg.origin)?,
