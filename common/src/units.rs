@@ -18,9 +18,6 @@ pub struct UnitError {
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
-    pub const fn mib(n: u64) -> Self {
-        Self(n << 20)
-    }
     pub const fn gib(n: u64) -> Self {
         Self(n << 30)
     }

@@ -78,12 +78,10 @@ async fn main() -> anyhow::Result<()> {
     ));
     let mut sock = tokio::net::TcpStream::connect(tcp_addr).await?;
     sock.set_nodelay(true)?;
-    let mut buf = Vec::new();
-    tcp::fetch_piece(&mut sock, "p", &id, range, &mut buf).await?; // warm up
+    tcp::fetch_piece(&mut sock, "p", &id, range, out.clone()).await?; // warm up
     let t = Instant::now();
     for _ in 0..ROUNDS {
-        tcp::fetch_piece(&mut sock, "p", &id, range, &mut buf).await?;
-        out.write_all_at(&buf, 0)?; // the same disk write the gRPC path does
+        tcp::fetch_piece(&mut sock, "p", &id, range, out.clone()).await?;
     }
     let tcp_s = t.elapsed().as_secs_f64() / ROUNDS as f64;
 

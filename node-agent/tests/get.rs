@@ -218,15 +218,10 @@ async fn resume_after_sigkill_fetches_only_missing_pieces() {
         .run(&["stat", &o.url("big"), "--piece-length", "1MiB"])
         .await;
     stat.ok();
-    let line = stat
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("pieces:"))
-        .unwrap()
-        .to_string();
+    let line = stat.field("pieces");
     let stored: usize = line
         .split_whitespace()
-        .nth(1)
+        .next()
         .unwrap()
         .split('/')
         .next()
@@ -265,13 +260,7 @@ async fn corrupt_stored_piece_is_fetched_again() {
     let stat = env
         .run(&["stat", &o.url("a"), "--piece-length", "1MiB"])
         .await;
-    let content = stat
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("content:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let content = stat.field("content");
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&content)
@@ -335,13 +324,7 @@ async fn rm_and_stat_by_url_and_id() {
         .fails_with("not in local storage");
     let stat = env.run(&["stat", &o.url("a"), "--tag", "v1"]).await;
     stat.ok();
-    let id = stat
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("task:"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = stat.field("task");
     env.run(&["stat", &id]).await.ok();
     env.run(&["rm", &id]).await.ok();
     env.run(&["stat", &id])

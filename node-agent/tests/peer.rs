@@ -135,30 +135,34 @@ async fn plain_tcp_data_path_checks_and_refuses() {
     ));
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     let len = data.len() as u64;
+    let child = Storage::open(&dir.path().join("b"), GcPolicy::default()).unwrap();
+    let out = Arc::new(child.content.open_for_write(&task_id, Some(len)).unwrap());
+    // Every piece over one reused connection, streamed into the child's file.
     let mut buf = Vec::new();
-    // Every piece over one reused connection.
     for n in 0..4 {
         let r = piece_range(len, MIB as u64, n).unwrap();
-        tcp::fetch_piece(&mut sock, "parent", &task_id, r, &mut buf)
+        tcp::fetch_piece(&mut sock, "parent", &task_id, r, out.clone())
             .await
             .unwrap();
+        buf.resize(r.length as usize, 0);
+        out.read_exact_at(&mut buf, r.offset).unwrap();
         assert!(buf[..] == data[r.offset as usize..(r.offset + r.length) as usize]);
     }
     // Rotten parent bytes are caught; unknown pieces and leech mode are refused.
     let stored = parent.content.open_for_write(&task_id, None).unwrap();
     stored.write_all_at(&[data[5] ^ 1], 5).unwrap();
     let r0 = piece_range(len, MIB as u64, 0).unwrap();
-    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, &mut buf)
+    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, out.clone())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::CorruptPiece { piece: 0, .. }), "{e}");
     let missing = "f".repeat(64);
-    let e = tcp::fetch_piece(&mut sock, "parent", &missing, r0, &mut buf)
+    let e = tcp::fetch_piece(&mut sock, "parent", &missing, r0, out.clone())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not held"), "{e}");
     leech.store(true, Ordering::Relaxed);
-    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, &mut buf)
+    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, out.clone())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("leech"), "{e}");

@@ -1,8 +1,9 @@
 //! Fetching one piece from a parent into the task's content file.
 
+use super::{corrupt, finish_piece};
 use crate::engine::sink::PieceSink;
 use crate::error::{Error, Result};
-use crate::storage::{PieceMeta, PieceSource, now_secs};
+use crate::storage::PieceMeta;
 use darter_common::PieceRange;
 use darter_proto::peer::v1 as pb;
 use std::fs::File;
@@ -34,11 +35,7 @@ pub async fn fetch_piece(
         .await
         .map_err(refused)?
         .into_inner();
-    let corrupt = |detail: String| Error::CorruptPiece {
-        parent: parent.to_string(),
-        piece: range.number,
-        detail,
-    };
+    let corrupt = |detail: String| corrupt(parent, range, detail);
     let mut sink = PieceSink::new(file, range.offset);
     let mut expected_crc = None;
     while let Some(chunk) = chunks.next().await {
@@ -59,25 +56,5 @@ pub async fn fetch_piece(
         }
         sink.push(&chunk.data).await?;
     }
-    let (n, crc) = sink.finish().await?;
-    if n != range.length {
-        return Err(corrupt(format!(
-            "ended after {n} of {} bytes",
-            range.length
-        )));
-    }
-    match expected_crc {
-        Some(want) if want == crc => Ok(PieceMeta {
-            number: range.number,
-            offset: range.offset,
-            length: range.length,
-            crc32c: crc,
-            source: PieceSource::Peer,
-            finished_at: now_secs(),
-        }),
-        Some(want) => Err(corrupt(format!(
-            "CRC-32C {crc:08x}, parent said {want:08x}"
-        ))),
-        None => Err(corrupt("parent sent no CRC-32C".into())),
-    }
+    finish_piece(sink, parent, range, expected_crc).await
 }

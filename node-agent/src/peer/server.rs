@@ -131,10 +131,8 @@ impl pb::peer_server::Peer for PeerService {
         let piece = self
             .storage
             .metadata
-            .pieces(&r.task_id)
+            .piece(&r.task_id, r.number)
             .map_err(internal)?
-            .into_iter()
-            .find(|p| p.number == r.number)
             .ok_or_else(|| {
                 Status::not_found(format!("piece {} of {} is not here", r.number, r.task_id))
             })?;

@@ -6,9 +6,12 @@
 //! Response: status (u8: 0 ok, 1 not found, 2 refused), then for ok the piece
 //! length (u64 BE) and CRC-32C (u32 BE) and the bytes. Connections are reused.
 
+use super::{corrupt, finish_piece};
+use crate::engine::sink::PieceSink;
 use crate::error::{Error, Result};
-use crate::storage::{PieceMeta, PieceSource, Storage, now_secs};
+use crate::storage::{PieceMeta, Storage};
 use darter_common::{PieceRange, RateLimiter};
+use std::fs::File;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +22,7 @@ const OK: u8 = 0;
 const NOT_FOUND: u8 = 1;
 const REFUSED: u8 = 2;
 const SENDFILE_CHUNK: u64 = 1 << 20;
+const READ_BUFFER: usize = 256 * 1024;
 
 /// Serves pieces from `storage` until the listener fails.
 pub async fn serve(
@@ -55,11 +59,7 @@ async fn serve_conn(
             sock.write_all(&[REFUSED]).await?;
             continue;
         }
-        let piece = storage
-            .metadata
-            .pieces(&task_id)
-            .ok()
-            .and_then(|ps| ps.into_iter().find(|p| p.number == number));
+        let piece = storage.metadata.piece(&task_id, number).ok().flatten();
         let file = storage.content.open_for_read(&task_id).ok();
         let (Some(piece), Some(file)) = (piece, file) else {
             sock.write_all(&[NOT_FOUND]).await?;
@@ -92,14 +92,15 @@ async fn serve_conn(
     }
 }
 
-/// Fetches one piece over an open connection into `buf` (cleared first),
-/// checking length and CRC-32C.
+/// Fetches one piece over an open connection, streaming it to its offset in
+/// `file` (one read buffer, not the whole piece, in memory) and checking its
+/// length and CRC-32C like the gRPC path.
 pub async fn fetch_piece(
     sock: &mut TcpStream,
     parent: &str,
     task_id: &str,
     range: PieceRange,
-    buf: &mut Vec<u8>,
+    file: Arc<File>,
 ) -> Result<PieceMeta> {
     let io = |e: std::io::Error| Error::io(format!("piece transfer from {parent}"), e);
     let mut req = Vec::with_capacity(68);
@@ -120,30 +121,23 @@ pub async fn fetch_piece(
         });
     }
     let len = sock.read_u64().await.map_err(io)?;
-    let want = sock.read_u32().await.map_err(io)?;
-    let corrupt = |detail: String| Error::CorruptPiece {
-        parent: parent.to_string(),
-        piece: range.number,
-        detail,
-    };
+    let stated_crc = sock.read_u32().await.map_err(io)?;
     if len != range.length {
-        return Err(corrupt(format!("length {len}, expected {}", range.length)));
+        return Err(corrupt(
+            parent,
+            range,
+            format!("length {len}, expected {}", range.length),
+        ));
     }
-    buf.clear();
-    buf.resize(len as usize, 0);
-    sock.read_exact(buf).await.map_err(io)?;
-    let crc = crc32c::crc32c(buf);
-    if crc != want {
-        return Err(corrupt(format!(
-            "CRC-32C {crc:08x}, parent said {want:08x}"
-        )));
+    let mut sink = PieceSink::new(file, range.offset);
+    let mut buf = vec![0u8; READ_BUFFER];
+    while sink.len() < len {
+        let want = (len - sink.len()).min(READ_BUFFER as u64) as usize;
+        let n = sock.read(&mut buf[..want]).await.map_err(io)?;
+        if n == 0 {
+            break; // short piece: finish_piece reports it
+        }
+        sink.push(&buf[..n]).await?;
     }
-    Ok(PieceMeta {
-        number: range.number,
-        offset: range.offset,
-        length: len,
-        crc32c: crc,
-        source: PieceSource::Peer,
-        finished_at: now_secs(),
-    })
+    finish_piece(sink, parent, range, Some(stated_crc)).await
 }

@@ -152,6 +152,14 @@ impl Metadata {
             .delete_cf(self.cf(CF_PIECE)?, piece_key(task_id, number))?)
     }
 
+    /// One piece record (a point lookup, not a scan of the task's pieces).
+    pub fn piece(&self, task_id: &str, number: u32) -> Result<Option<PieceMeta>> {
+        self.db
+            .get_cf(self.cf(CF_PIECE)?, piece_key(task_id, number))?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
     /// A task's pieces in piece order.
     pub fn pieces(&self, task_id: &str) -> Result<Vec<PieceMeta>> {
         let prefix = piece_prefix(task_id);
@@ -180,11 +188,6 @@ impl Metadata {
     pub fn delete_task(&self, task_id: &str) -> Result<()> {
         self.clear_pieces(task_id)?;
         Ok(self.db.delete_cf(self.cf(CF_TASK)?, task_id)?)
-    }
-
-    /// Flushes the write-ahead log to disk.
-    pub fn sync(&self) -> Result<()> {
-        Ok(self.db.flush_wal(true)?)
     }
 }
 
@@ -240,6 +243,8 @@ mod tests {
         let m = Metadata::open(dir.path()).unwrap();
         let nums: Vec<u32> = m.pieces(&a).unwrap().iter().map(|p| p.number).collect();
         assert_eq!(nums, vec![0, 2, 11]);
+        assert_eq!(m.piece(&a, 11).unwrap(), Some(piece(11)));
+        assert_eq!(m.piece(&a, 1).unwrap(), None);
         assert_eq!(m.pieces(&b).unwrap().len(), 1);
         m.delete_task(&a).unwrap();
         assert!(m.pieces(&a).unwrap().is_empty());

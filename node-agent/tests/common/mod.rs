@@ -17,6 +17,17 @@ impl Run {
         assert_eq!(self.code, 0, "darter failed: {}", self.stderr);
         self
     }
+    /// The value of a `key:` line of `darter stat` output.
+    pub fn field(&self, key: &str) -> String {
+        let prefix = format!("{key}:");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {key:?} in {}", self.stdout))
+            .trim()
+            .to_string()
+    }
+
     /// Asserts failure with a one-line error containing `needle`.
     pub fn fails_with(&self, needle: &str) {
         assert_ne!(self.code, 0, "darter should have failed: {}", self.stderr);

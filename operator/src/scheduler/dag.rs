@@ -29,14 +29,6 @@ impl Dag {
         self.children.contains_key(id)
     }
 
-    pub fn len(&self) -> usize {
-        self.children.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.children.is_empty()
-    }
-
     /// Removes a vertex and every edge touching it.
     pub fn remove_vertex(&mut self, id: &str) {
         if let Some(kids) = self.children.remove(id) {
