@@ -10,6 +10,8 @@ export DARTER_REQUIRE_NGINX=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
+# The swarm tests run the real daemon and scheduler binaries.
+cargo build --workspace --bins 2>&1 | tail -n 1
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

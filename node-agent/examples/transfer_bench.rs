@@ -2,13 +2,12 @@
 //! storage to a child on loopback, gRPC streaming vs plain TCP + sendfile.
 //! Prints both and the ratio. Run: cargo run --release -p darter-agent --example transfer_bench
 
-use darter_agent::peer::{client, server::PeerService, tcp};
+use darter_agent::peer::{client, server::PeerService, tcp, upload::Uploads};
 use darter_agent::storage::{GcPolicy, PieceMeta, PieceSource, Storage, TaskMeta, TaskState};
 use darter_common::{ByteRate, RateLimiter, piece_range};
 use darter_proto::peer::v1 as pb;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 const PIECE: u64 = 64 << 20;
@@ -51,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
     // gRPC
     let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let grpc_addr = grpc_l.local_addr()?;
-    let svc = PeerService::new(storage.clone(), limiter.clone(), 8);
+    let uploads = Arc::new(Uploads::new(ByteRate(1 << 40), 8));
+    let svc = PeerService::new(storage.clone(), uploads.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(pb::peer_server::PeerServer::new(svc))
@@ -70,18 +70,13 @@ async fn main() -> anyhow::Result<()> {
     // Plain TCP + sendfile
     let tcp_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let tcp_addr = tcp_l.local_addr()?;
-    tokio::spawn(tcp::serve(
-        tcp_l,
-        storage.clone(),
-        limiter,
-        Arc::new(AtomicBool::new(false)),
-    ));
+    tokio::spawn(tcp::serve(tcp_l, storage.clone(), uploads, None));
     let mut sock = tokio::net::TcpStream::connect(tcp_addr).await?;
     sock.set_nodelay(true)?;
-    tcp::fetch_piece(&mut sock, "p", &id, range, out.clone()).await?; // warm up
+    tcp::fetch_piece(&mut sock, "p", &id, range, out.clone(), &limiter).await?; // warm up
     let t = Instant::now();
     for _ in 0..ROUNDS {
-        tcp::fetch_piece(&mut sock, "p", &id, range, out.clone()).await?;
+        tcp::fetch_piece(&mut sock, "p", &id, range, out.clone(), &limiter).await?;
     }
     let tcp_s = t.elapsed().as_secs_f64() / ROUNDS as f64;
 

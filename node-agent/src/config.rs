@@ -1,8 +1,9 @@
 //! The agent's configuration file (YAML). Every field has a default, so an empty
 //! file is a valid configuration; command-line flags override what it says.
 
-use darter_common::{ByteRate, ByteSize};
+use darter_common::{ByteRate, ByteSize, TlsFiles};
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -39,6 +40,108 @@ pub struct AgentConfig {
     pub download: DownloadConfig,
     /// How the origin (back-to-source) is reached.
     pub origin: OriginConfig,
+    /// The scheduler the daemon announces to and downloads through.
+    pub scheduler: SchedulerConfig,
+    /// How this host presents itself to the scheduler.
+    pub host: HostConfig,
+    /// Serving pieces to other agents.
+    pub upload: UploadConfig,
+    /// The local daemon's socket for `darter get`.
+    pub daemon: DaemonConfig,
+    /// Mutual TLS for all gRPC (scheduler and peers) and the piece data path;
+    /// unset means plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct SchedulerConfig {
+    /// Scheduler gRPC addresses, `host:port`; empty means no P2P (origin only).
+    pub addresses: Vec<String>,
+    /// Re-announce interval until the scheduler says otherwise.
+    #[serde(with = "humantime_serde")]
+    pub announce_interval: Duration,
+    /// Time allowed to reach the scheduler before a download goes to the origin.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            addresses: Vec::new(),
+            announce_interval: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostConfig {
+    /// Address other agents reach this one at; default: the address this host
+    /// uses to reach the scheduler (127.0.0.1 without one).
+    pub ip: Option<IpAddr>,
+    /// Default: the kernel's host name.
+    pub hostname: Option<String>,
+    /// Data center, matched by Cluster scopes and preferred in parent choice.
+    pub idc: Option<String>,
+    /// `|`-separated location, most general first (e.g. `eu|fra|rack-7`).
+    pub location: Option<String>,
+    /// A seed peer: first to fetch new tasks from the origin.
+    pub seed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct UploadConfig {
+    /// gRPC port for piece availability (0 picks a free port).
+    pub port: u16,
+    /// TCP port for piece bytes (0 picks a free port).
+    pub data_port: u16,
+    /// Total upload rate, shared by all children.
+    pub rate_limit: ByteRate,
+    /// Pieces uploaded at the same time.
+    pub slots: usize,
+    /// Leech mode: download through P2P but never serve pieces.
+    pub disable_shared: bool,
+    /// While this agent is still downloading a task, each of its pieces is
+    /// served to at most this many children, who pass it on (0: no limit).
+    /// Keeps a parent that fetches from the origin from spending its upload
+    /// on copies its children could get from each other.
+    pub first_copies: u32,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            port: 4000,
+            data_port: 4001,
+            rate_limit: ByteRate(10 << 30),
+            slots: 50,
+            disable_shared: false,
+            first_copies: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct DaemonConfig {
+    /// Unix socket `darter get` uses to reach the daemon (mode 0600: only the
+    /// daemon's user and root may ask it to write files). Default
+    /// `{storage.dir}/darter.sock`.
+    pub socket: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// The daemon's socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.daemon
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.storage.dir.join("darter.sock"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +286,11 @@ impl AgentConfig {
         if self.download.concurrent_pieces == 0 {
             return Err(ConfigError::Invalid(
                 "download.concurrentPieces must be at least 1".into(),
+            ));
+        }
+        if self.upload.rate_limit.0 == 0 || self.upload.slots == 0 {
+            return Err(ConfigError::Invalid(
+                "upload.rateLimit and upload.slots must be positive".into(),
             ));
         }
         if self.download.rate_limit.0 == 0 {

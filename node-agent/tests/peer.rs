@@ -7,14 +7,13 @@ use darter_agent::Error;
 use darter_agent::backend::HttpBackend;
 use darter_agent::config::{DownloadConfig, OriginConfig};
 use darter_agent::engine::{DownloadRequest, Engine, Progress};
-use darter_agent::peer::{client::fetch_piece, server::PeerService};
+use darter_agent::peer::{client::fetch_piece, server::PeerService, upload::Uploads};
 use darter_agent::storage::{GcPolicy, Storage};
 use darter_common::{ByteRate, RateLimiter, piece_range};
 use darter_proto::peer::v1 as pb;
 use darter_testkit::OriginOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio_stream::StreamExt;
 
 /// A parent agent's storage holding `url` (1 MiB pieces), fetched from the origin.
@@ -42,13 +41,8 @@ async fn pieces_move_between_agents_and_corruption_is_caught() {
     let (parent, task_id) = parent_holding(&dir, &o.url("blob")).await;
 
     // Its upload server on loopback.
-    let svc = PeerService::new(
-        parent.clone(),
-        Arc::new(RateLimiter::new(ByteRate(1 << 30))),
-        4,
-    );
-    let leech = svc.disable_shared.clone();
-    let uploaded = svc.uploaded.clone();
+    let uploads = Arc::new(Uploads::new(ByteRate(1 << 30), 4));
+    let svc = PeerService::new(parent.clone(), uploads.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -94,7 +88,7 @@ async fn pieces_move_between_agents_and_corruption_is_caught() {
     let mut got = vec![0u8; data.len()];
     file.read_exact_at(&mut got, 0).unwrap();
     assert!(got == data[..], "child holds the same bytes");
-    assert_eq!(uploaded.load(Ordering::Relaxed), len);
+    assert_eq!(uploads.uploaded(), len);
 
     // A parent whose stored bytes rotted: the child detects it.
     let stored = parent.content.open_for_write(&task_id, None).unwrap();
@@ -108,7 +102,7 @@ async fn pieces_move_between_agents_and_corruption_is_caught() {
     assert!(matches!(e, Error::CorruptPiece { piece: 2, .. }), "{e}");
 
     // Leech mode refuses uploads.
-    leech.store(true, Ordering::Relaxed);
+    uploads.set_disable_shared(true);
     let r = piece_range(len, MIB as u64, 0).unwrap();
     let e = fetch_piece(&mut client, "parent", &task_id, r, file)
         .await
@@ -124,15 +118,11 @@ async fn plain_tcp_data_path_checks_and_refuses() {
     let data = o.put_random("blob", 3 * MIB + 1, 78);
     let dir = tempfile::tempdir().unwrap();
     let (parent, task_id) = parent_holding(&dir, &o.url("blob")).await;
-    let leech = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let uploads = Arc::new(Uploads::new(ByteRate(1 << 30), 4));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(tcp::serve(
-        listener,
-        parent.clone(),
-        Arc::new(RateLimiter::new(ByteRate(1 << 30))),
-        leech.clone(),
-    ));
+    tokio::spawn(tcp::serve(listener, parent.clone(), uploads.clone(), None));
+    let unlimited = RateLimiter::new(ByteRate(1 << 30));
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     let len = data.len() as u64;
     let child = Storage::open(&dir.path().join("b"), GcPolicy::default()).unwrap();
@@ -141,7 +131,7 @@ async fn plain_tcp_data_path_checks_and_refuses() {
     let mut buf = Vec::new();
     for n in 0..4 {
         let r = piece_range(len, MIB as u64, n).unwrap();
-        tcp::fetch_piece(&mut sock, "parent", &task_id, r, out.clone())
+        tcp::fetch_piece(&mut sock, "parent", &task_id, r, out.clone(), &unlimited)
             .await
             .unwrap();
         buf.resize(r.length as usize, 0);
@@ -152,17 +142,17 @@ async fn plain_tcp_data_path_checks_and_refuses() {
     let stored = parent.content.open_for_write(&task_id, None).unwrap();
     stored.write_all_at(&[data[5] ^ 1], 5).unwrap();
     let r0 = piece_range(len, MIB as u64, 0).unwrap();
-    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, out.clone())
+    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, out.clone(), &unlimited)
         .await
         .unwrap_err();
     assert!(matches!(e, Error::CorruptPiece { piece: 0, .. }), "{e}");
     let missing = "f".repeat(64);
-    let e = tcp::fetch_piece(&mut sock, "parent", &missing, r0, out.clone())
+    let e = tcp::fetch_piece(&mut sock, "parent", &missing, r0, out.clone(), &unlimited)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not held"), "{e}");
-    leech.store(true, Ordering::Relaxed);
-    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, out.clone())
+    uploads.set_disable_shared(true);
+    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, out.clone(), &unlimited)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("leech"), "{e}");

@@ -31,6 +31,8 @@ pub enum StandaloneError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] darter_common::TlsError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -54,6 +56,9 @@ pub struct StandaloneConfig {
     pub gc_interval: Duration,
     /// Parent selection and GC knobs.
     pub scheduling: SchedulerConfig,
+    /// Mutual TLS: agents must present a certificate from this CA. Unset
+    /// means plaintext.
+    pub tls: Option<darter_common::TlsFiles>,
 }
 
 impl Default for StandaloneConfig {
@@ -65,6 +70,7 @@ impl Default for StandaloneConfig {
             retry_interval: Duration::from_millis(500),
             gc_interval: Duration::from_secs(60),
             scheduling: SchedulerConfig::default(),
+            tls: None,
         }
     }
 }
@@ -94,6 +100,12 @@ pub async fn run(
     cfg: StandaloneConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StandaloneError> {
+    // Certificates are checked before anything listens.
+    let mut server = tonic::transport::Server::builder();
+    if let Some(files) = &cfg.tls {
+        let tls = darter_common::MutualTls::load(files)?;
+        server = server.tls_config(tls.grpc_server())?;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StandaloneError::Listen {
@@ -121,7 +133,7 @@ pub async fn run(
     });
     println!("listening on {addr}");
     tracing::info!(%addr, cluster = %cfg.cluster, "scheduler serving");
-    let served = tonic::transport::Server::builder()
+    let served = server
         .add_service(SchedulerServer::new(svc))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

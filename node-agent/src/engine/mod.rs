@@ -1,12 +1,14 @@
 //! The piece engine: plans a task as pieces, fetches the missing ones
 //! concurrently from the origin, verifies and stores them, and exports the result.
 
+mod p2p;
 pub mod sink;
 
 use crate::backend::{HttpBackend, Probe, http::classify};
 use crate::config::DownloadConfig;
 use crate::error::{Error, Result};
 use crate::storage::{PieceMeta, PieceSource, Storage, TaskMeta, TaskState, now_secs};
+use crate::swarm::{Decision, Link, Swarm};
 use backon::{ExponentialBuilder, Retryable};
 use darter_common::{
     ByteSize, Digest, DigestHasher, PieceRange, RateLimiter, TaskIdParams, piece_count,
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// One download as a caller asks for it.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +95,11 @@ impl Progress {
     pub fn done(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
     }
+    /// Both counters at once (progress reported by a daemon).
+    pub fn set(&self, done: u64, total: Option<u64>) {
+        self.set_total(total);
+        self.done.store(done, Ordering::Relaxed);
+    }
     fn set_total(&self, total: Option<u64>) {
         self.total
             .store(total.map_or(0, |t| t + 1), Ordering::Relaxed);
@@ -105,7 +113,7 @@ impl Progress {
 }
 
 /// What a download did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct DownloadStats {
     pub task_id: String,
     pub content_length: u64,
@@ -115,6 +123,10 @@ pub struct DownloadStats {
     pub reused_pieces: u32,
     pub origin_pieces: u32,
     pub origin_bytes: u64,
+    pub peer_pieces: u32,
+    pub peer_bytes: u64,
+    /// Distinct parents that supplied pieces.
+    pub parents_used: u32,
     /// Served entirely from local storage.
     pub cache_hit: bool,
     pub elapsed: Duration,
@@ -125,6 +137,10 @@ pub struct Engine {
     backend: HttpBackend,
     limiter: Arc<RateLimiter>,
     cfg: DownloadConfig,
+    /// Set in daemon mode: downloads go through the scheduler and peers.
+    swarm: Option<Arc<Swarm>>,
+    /// Piece bytes fetched by this engine, from the origin and from peers.
+    downloaded: Arc<AtomicU64>,
 }
 
 /// Outcome of trying local storage first.
@@ -141,6 +157,46 @@ struct TaskCtx<'a> {
     file: Arc<File>,
     piece_length: u64,
     progress: &'a Progress,
+    /// The scheduler stream to report finished pieces to.
+    link: Option<&'a Link>,
+}
+
+impl TaskCtx<'_> {
+    fn report(&self, number: u32) {
+        if let Some(l) = self.link {
+            l.piece_finished(number, None, Duration::ZERO);
+        }
+    }
+}
+
+/// A download as it reaches the engine, before its source is chosen.
+struct Start<'a> {
+    id: &'a str,
+    req: &'a DownloadRequest,
+    existing: Option<TaskMeta>,
+    /// Pieces a cache attempt already verified.
+    verified: Option<Vec<PieceMeta>>,
+    progress: &'a Progress,
+}
+
+/// A task ready to receive pieces.
+struct Prepared {
+    task: TaskMeta,
+    file: Arc<File>,
+    /// Pieces already held (verified).
+    have: HashSet<u32>,
+    reused: u32,
+}
+
+impl Prepared {
+    fn stats(&self) -> DownloadStats {
+        DownloadStats {
+            task_id: self.task.id.clone(),
+            piece_length: self.task.piece_length,
+            reused_pieces: self.reused,
+            ..Default::default()
+        }
+    }
 }
 
 impl Engine {
@@ -151,7 +207,20 @@ impl Engine {
             backend,
             limiter,
             cfg,
+            swarm: None,
+            downloaded: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Downloads through the scheduler and peers, the origin as the fallback.
+    pub fn with_swarm(mut self, swarm: Arc<Swarm>) -> Self {
+        self.swarm = Some(swarm);
+        self
+    }
+
+    /// Piece bytes fetched so far (origin and peers).
+    pub fn downloaded(&self) -> Arc<AtomicU64> {
+        self.downloaded.clone()
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -231,25 +300,106 @@ impl Engine {
             // A digest mismatch removed the task.
             existing = self.storage.metadata.task(id)?;
         }
+        let start = Start {
+            id,
+            req,
+            existing,
+            verified,
+            progress,
+        };
+        let Some(swarm) = &self.swarm else {
+            return self.download_from_origin(start, None).await;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peer_id = swarm.new_peer_id();
+        let held = start
+            .verified
+            .as_ref()
+            .map(|v| v.iter().map(|p| p.number).collect())
+            .unwrap_or_default();
+        let length = start.existing.as_ref().and_then(|t| t.content_length);
+        let (link, first) = match swarm
+            .open(id, req, &peer_id, held, length, tx.clone())
+            .await
+        {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(task = id, error = %e, "scheduler unreachable; downloading from the origin");
+                return self.download_from_origin(start, None).await;
+            }
+        };
+        match first {
+            Decision::Parents(parents) if !parents.is_empty() => {
+                let p2p = p2p::P2p::new(self, swarm.clone(), start, link, tx, rx);
+                p2p.run(parents).await
+            }
+            other => {
+                tracing::info!(task = id, decision = ?other, "downloading from the origin");
+                let r = self.download_from_origin(start, Some(&link)).await;
+                match &r {
+                    Ok(s) => link.finished(s.content_length, s.pieces),
+                    Err(e) => link.failed(&e.to_string()),
+                }
+                r
+            }
+        }
+    }
 
-        let probe = (|| self.backend.probe(&req.url, &req.headers))
+    /// The whole download from the origin (no scheduler, or it said so).
+    async fn download_from_origin(
+        &self,
+        start: Start<'_>,
+        link: Option<&Link>,
+    ) -> Result<DownloadStats> {
+        let probe = self.probe(start.req).await?;
+        let length = probe.content_length;
+        let piece_length = piece_length_for(length, start.req.piece_length);
+        let (id, req, progress) = (start.id, start.req, start.progress);
+        let prep = self.prepare(start, length, piece_length).await?;
+        let mut stats = prep.stats();
+        let ctx = TaskCtx {
+            id,
+            req,
+            file: prep.file.clone(),
+            piece_length,
+            progress,
+            link,
+        };
+        let total = self
+            .fill_from_origin(&ctx, probe, length, &prep.have, &mut stats)
+            .await?;
+        drop(ctx);
+        self.complete(prep.task, req, total, stats).await
+    }
+
+    async fn probe(&self, req: &DownloadRequest) -> Result<Probe> {
+        (|| self.backend.probe(&req.url, &req.headers))
             .retry(self.backoff())
             .when(Error::is_retryable)
             .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "origin probe failed"))
-            .await?;
-        let length = probe.content_length;
-        let piece_length = piece_length_for(length, req.piece_length);
+            .await
+    }
 
+    /// Records the task as running with its layout, reserves its space, opens
+    /// its content file and finds the pieces already held (resumed downloads).
+    async fn prepare(
+        &self,
+        start: Start<'_>,
+        length: Option<u64>,
+        piece_length: u64,
+    ) -> Result<Prepared> {
+        let id = start.id;
         let resumable = |t: &TaskMeta| {
             length.is_some() && t.content_length == length && t.piece_length == piece_length
         };
-        let (mut task, resumed) = match existing {
+        let (mut task, resumed) = match start.existing {
             Some(t) if resumable(&t) => (t, true),
             other => {
                 if other.is_some() {
-                    tracing::info!(task = id, "origin object changed size; starting over");
+                    tracing::info!(task = id, "object changed size or layout; starting over");
                     self.storage.remove_task(id)?;
                 }
+                let req = start.req;
                 let fresh = TaskMeta {
                     id: id.to_string(),
                     url: req.url.clone(),
@@ -276,28 +426,31 @@ impl Engine {
             .content
             .open_for_write(id, length)
             .map_err(|e| self.no_space(e, need))?;
-        let have = match verified {
+        let have = match start.verified {
             Some(pieces) if resumed => pieces,
             _ => self.verified_pieces(&task).await?,
         };
-        progress.set_total(length);
-        progress.add(have.iter().map(|p| p.length).sum());
-
-        let mut stats = DownloadStats {
-            task_id: id.to_string(),
-            piece_length,
-            reused_pieces: have.len() as u32,
-            ..Default::default()
-        };
-        let have: HashSet<u32> = have.iter().map(|p| p.number).collect();
-        let ctx = TaskCtx {
-            id,
-            req,
+        start.progress.set_total(length);
+        start.progress.add(have.iter().map(|p| p.length).sum());
+        Ok(Prepared {
+            reused: have.len() as u32,
+            have: have.iter().map(|p| p.number).collect(),
+            task,
             file: Arc::new(file),
-            piece_length,
-            progress,
-        };
-        let total = match (probe, length) {
+        })
+    }
+
+    /// Fetches what `have` lacks from the origin: parallel ranges when it
+    /// supports them, else one stream. Returns the content length.
+    async fn fill_from_origin(
+        &self,
+        ctx: &TaskCtx<'_>,
+        probe: Probe,
+        length: Option<u64>,
+        have: &HashSet<u32>,
+        stats: &mut DownloadStats,
+    ) -> Result<u64> {
+        match (probe, length) {
             (
                 Probe {
                     supports_range: true,
@@ -305,18 +458,28 @@ impl Engine {
                 },
                 Some(len),
             ) => {
-                self.fetch_ranges(&ctx, len, &have, &mut stats).await?;
-                len
+                self.fetch_ranges(ctx, len, have, stats).await?;
+                Ok(len)
             }
             (probe, _) => {
-                self.fetch_stream(&ctx, probe.full_body, length, &have, &mut stats)
-                    .await?
+                self.fetch_stream(ctx, probe.full_body, length, have, stats)
+                    .await
             }
-        };
-        drop(ctx);
+        }
+    }
 
-        let pieces = self.storage.metadata.pieces(id)?;
-        let expected = piece_count(total, piece_length);
+    /// Checks that every piece is there (and the digest, when asked), marks the
+    /// task done and exports it.
+    async fn complete(
+        &self,
+        mut task: TaskMeta,
+        req: &DownloadRequest,
+        total: u64,
+        mut stats: DownloadStats,
+    ) -> Result<DownloadStats> {
+        let id = task.id.clone();
+        let pieces = self.storage.metadata.pieces(&id)?;
+        let expected = piece_count(total, task.piece_length);
         if pieces.len() as u32 != expected {
             return Err(Error::Metadata(format!(
                 "task {id} has {} of {expected} pieces after download",
@@ -324,7 +487,7 @@ impl Engine {
             )));
         }
         if let Some(want) = &req.digest {
-            let got = self.content_digest(id, total, want).await?;
+            let got = self.content_digest(&id, total, want).await?;
             if &got != want {
                 return Err(Error::DigestMismatch {
                     expected: want.clone(),
@@ -338,7 +501,7 @@ impl Engine {
         self.storage.metadata.put_task(&task)?;
         stats.content_length = total;
         stats.pieces = expected;
-        self.export(id, req).await?;
+        self.export(&id, req).await?;
         Ok(stats)
     }
 
@@ -459,6 +622,8 @@ impl Engine {
         while let Some(piece) = results.next().await {
             let piece = piece?;
             self.storage.metadata.put_piece(ctx.id, &piece)?;
+            ctx.report(piece.number);
+            self.downloaded.fetch_add(piece.length, Ordering::Relaxed);
             stats.origin_pieces += 1;
             stats.origin_bytes += piece.length;
         }
@@ -671,6 +836,8 @@ impl Engine {
                 finished_at: now_secs(),
             },
         )?;
+        ctx.report(number);
+        self.downloaded.fetch_add(length, Ordering::Relaxed);
         if let Ok(mut s) = stats.lock() {
             s.origin_pieces += 1;
             s.origin_bytes += length;

@@ -3,8 +3,10 @@
 //! one piece from a parent and checks it against the parent's CRC-32C.
 
 pub mod client;
+pub mod pool;
 pub mod server;
 pub mod tcp;
+pub mod upload;
 
 /// Bytes per chunk message on the wire.
 pub const CHUNK: usize = 1 << 20;

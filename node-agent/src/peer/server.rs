@@ -1,46 +1,40 @@
-//! The upload server. Honours the upload rate limit and a concurrent-upload
-//! limit, and refuses everything in leech mode (`disableShared`).
+//! The gRPC upload server: piece availability (`SyncPieces`, pushed as pieces
+//! land) and piece bytes (`DownloadPiece`, the fallback data path). Honours the
+//! shared upload limits and refuses everything in leech mode.
 
 use super::CHUNK;
+use super::upload::Uploads;
 use crate::storage::{Storage, TaskState};
-use darter_common::RateLimiter;
 use darter_proto::peer::v1 as pb;
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 pub struct PeerService {
     storage: Arc<Storage>,
-    limiter: Arc<RateLimiter>,
-    slots: Arc<Semaphore>,
-    /// Leech mode: refuse all uploads. Settable at run time (PeerPolicy).
-    pub disable_shared: Arc<AtomicBool>,
-    /// Body bytes uploaded.
-    pub uploaded: Arc<AtomicU64>,
-    /// How often a SyncPieces stream looks for newly finished pieces.
-    pub sync_interval: Duration,
+    uploads: Arc<Uploads>,
+    /// How long SyncPieces waits for a task this agent registered but has not
+    /// started storing yet (a parent still asking its origin for the length).
+    pub task_wait: Duration,
 }
 
 impl PeerService {
-    pub fn new(storage: Arc<Storage>, limiter: Arc<RateLimiter>, upload_slots: usize) -> Self {
+    pub fn new(storage: Arc<Storage>, uploads: Arc<Uploads>) -> Self {
         Self {
             storage,
-            limiter,
-            slots: Arc::new(Semaphore::new(upload_slots.max(1))),
-            disable_shared: Arc::new(AtomicBool::new(false)),
-            uploaded: Arc::new(AtomicU64::new(0)),
-            sync_interval: Duration::from_millis(100),
+            uploads,
+            task_wait: Duration::from_secs(30),
         }
     }
 
     fn check_shared(&self) -> Result<(), Status> {
-        if self.disable_shared.load(Ordering::Relaxed) {
+        if !self.uploads.shared() {
             return Err(Status::permission_denied(
                 "this peer does not share (leech mode)",
             ));
@@ -56,6 +50,71 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// Streams a task's pieces to `tx`: all held now, then each new one as storage
+/// reports a change, until the task is complete, removed, or the child leaves.
+async fn push_pieces(
+    storage: Arc<Storage>,
+    task_id: String,
+    wait: Duration,
+    tx: mpsc::Sender<Result<pb::PieceAvailability, Status>>,
+) {
+    let mut changes = storage.metadata.subscribe();
+    let mut sent = HashSet::new();
+    let appear_by = tokio::time::Instant::now() + wait;
+    let mut seen_task = false;
+    loop {
+        // Marked seen before reading, so a write racing this read wakes us again.
+        changes.borrow_and_update();
+        match storage.metadata.task(&task_id) {
+            Ok(Some(task)) => {
+                seen_task = true;
+                let Ok(pieces) = storage.metadata.pieces(&task_id) else {
+                    return;
+                };
+                let new: Vec<u32> = pieces
+                    .iter()
+                    .map(|p| p.number)
+                    .filter(|n| sent.insert(*n))
+                    .collect();
+                let complete = task.state == TaskState::Succeeded;
+                let msg = pb::PieceAvailability {
+                    numbers: new,
+                    content_length: task.content_length,
+                    piece_length: task.piece_length,
+                    complete,
+                };
+                if (!msg.numbers.is_empty() || complete || sent.is_empty())
+                    && tx.send(Ok(msg)).await.is_err()
+                {
+                    return;
+                }
+                if complete {
+                    return;
+                }
+            }
+            Ok(None) if seen_task || tokio::time::Instant::now() >= appear_by => {
+                let _ = tx
+                    .send(Err(Status::not_found(format!(
+                        "task {task_id} is not here"
+                    ))))
+                    .await;
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tx.send(Err(internal(e))).await;
+                return;
+            }
+        }
+        // A missed wake-up costs at most a second, never a stuck child.
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     type SyncPiecesStream = Availability;
@@ -67,53 +126,13 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<Self::SyncPiecesStream>, Status> {
         self.check_shared()?;
         let task_id = req.into_inner().task_id;
-        if self
-            .storage
-            .metadata
-            .task(&task_id)
-            .map_err(internal)?
-            .is_none()
-        {
-            return Err(Status::not_found(format!("task {task_id} is not here")));
-        }
         let (tx, rx) = mpsc::channel(4);
-        let storage = self.storage.clone();
-        let interval = self.sync_interval;
-        tokio::spawn(async move {
-            let mut sent = std::collections::HashSet::new();
-            loop {
-                let Ok(Some(task)) = storage.metadata.task(&task_id) else {
-                    let _ = tx.send(Err(Status::not_found("task was removed"))).await;
-                    return;
-                };
-                let Ok(pieces) = storage.metadata.pieces(&task_id) else {
-                    return;
-                };
-                let new: Vec<u32> = pieces
-                    .iter()
-                    .map(|p| p.number)
-                    .filter(|n| sent.insert(*n))
-                    .collect();
-                let complete = task.state == TaskState::Succeeded;
-                if (!new.is_empty() || complete)
-                    && tx
-                        .send(Ok(pb::PieceAvailability {
-                            numbers: new,
-                            content_length: task.content_length,
-                            piece_length: task.piece_length,
-                            complete,
-                        }))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                if complete {
-                    return;
-                }
-                tokio::time::sleep(interval).await;
-            }
-        });
+        tokio::spawn(push_pieces(
+            self.storage.clone(),
+            task_id,
+            self.task_wait,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -123,10 +142,9 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<Self::DownloadPieceStream>, Status> {
         self.check_shared()?;
         let permit = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Status::resource_exhausted("no free upload slot"))?;
+            .uploads
+            .try_slot()
+            .ok_or_else(|| Status::resource_exhausted("no free upload slot"))?;
         let r = req.into_inner();
         let piece = self
             .storage
@@ -143,10 +161,10 @@ impl pb::peer_server::Peer for PeerService {
                 .map_err(internal)?,
         );
         let (tx, rx) = mpsc::channel(2);
-        let limiter = self.limiter.clone();
-        let uploaded = self.uploaded.clone();
+        let uploads = self.uploads.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let limiter = uploads.limiter();
             let mut off = 0u64;
             while off < piece.length || (piece.length == 0 && off == 0) {
                 let n = (piece.length - off).min(CHUNK as u64) as usize;
@@ -169,7 +187,7 @@ impl pb::peer_server::Peer for PeerService {
                     }
                 };
                 limiter.acquire(data.len()).await;
-                uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
+                uploads.count(data.len() as u64);
                 let first = off == 0;
                 let msg = pb::PieceChunk {
                     offset: off,

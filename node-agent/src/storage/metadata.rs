@@ -68,6 +68,9 @@ pub struct PieceMeta {
 
 pub struct Metadata {
     db: DB,
+    /// Bumped on every task or piece write, so upload streams wake on new
+    /// pieces instead of polling the database.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn piece_key(task_id: &str, number: u32) -> String {
@@ -111,7 +114,19 @@ impl Metadata {
                 Error::Metadata(format!("cannot open {}: {msg}", dir.display()))
             }
         })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            changes: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Wakes when any task or piece record changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -128,7 +143,9 @@ impl Metadata {
     }
 
     pub fn put_task(&self, task: &TaskMeta) -> Result<()> {
-        Ok(self.db.put_cf(self.cf(CF_TASK)?, &task.id, encode(task)?)?)
+        self.db.put_cf(self.cf(CF_TASK)?, &task.id, encode(task)?)?;
+        self.changed();
+        Ok(())
     }
 
     pub fn tasks(&self) -> Result<Vec<TaskMeta>> {
@@ -139,11 +156,13 @@ impl Metadata {
     }
 
     pub fn put_piece(&self, task_id: &str, piece: &PieceMeta) -> Result<()> {
-        Ok(self.db.put_cf(
+        self.db.put_cf(
             self.cf(CF_PIECE)?,
             piece_key(task_id, piece.number),
             encode(piece)?,
-        )?)
+        )?;
+        self.changed();
+        Ok(())
     }
 
     pub fn delete_piece(&self, task_id: &str, number: u32) -> Result<()> {
@@ -187,7 +206,9 @@ impl Metadata {
 
     pub fn delete_task(&self, task_id: &str) -> Result<()> {
         self.clear_pieces(task_id)?;
-        Ok(self.db.delete_cf(self.cf(CF_TASK)?, task_id)?)
+        self.db.delete_cf(self.cf(CF_TASK)?, task_id)?;
+        self.changed();
+        Ok(())
     }
 }
 

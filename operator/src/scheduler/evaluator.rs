@@ -76,6 +76,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             hostname: "h".into(),
             upload_port: 1,
+            data_port: 2,
             kind,
             idc: Some(idc.into()),
             location: Some(loc.into()),

@@ -66,6 +66,7 @@ pub struct Candidate {
     pub host_id: String,
     pub ip: IpAddr,
     pub upload_port: u16,
+    pub data_port: u16,
     pub score: f64,
 }
 
@@ -313,6 +314,7 @@ impl Scheduler {
                     host_id: p.host_id.clone(),
                     ip: host.info.ip,
                     upload_port: host.info.upload_port,
+                    data_port: host.info.data_port,
                     score: evaluator::score(p, host, child_host, t.piece_count),
                 })
             })

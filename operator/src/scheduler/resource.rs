@@ -23,6 +23,8 @@ pub struct HostInfo {
     pub hostname: String,
     /// Port of the agent's piece upload server.
     pub upload_port: u16,
+    /// Port of the TCP piece data path.
+    pub data_port: u16,
     pub kind: HostKind,
     pub idc: Option<String>,
     /// `|`-separated, most general first (e.g. `cn|hz|a`).

@@ -61,6 +61,8 @@ fn host_info(h: pb::Host) -> Result<HostInfo, Status> {
         hostname: h.hostname,
         upload_port: u16::try_from(h.upload_port)
             .map_err(|_| Status::invalid_argument("upload_port out of range"))?,
+        data_port: u16::try_from(h.data_port)
+            .map_err(|_| Status::invalid_argument("data_port out of range"))?,
         kind,
         idc: opt(h.idc),
         location: opt(h.location),
@@ -79,6 +81,7 @@ fn to_pb(d: &Decision) -> Option<pb::DownloadResponse> {
                     host_id: c.host_id.clone(),
                     ip: c.ip.to_string(),
                     upload_port: u32::from(c.upload_port),
+                    data_port: u32::from(c.data_port),
                 })
                 .collect(),
         }),

@@ -7,6 +7,7 @@ fn host(n: u8, kind: HostKind) -> HostInfo {
         ip: format!("127.0.0.{n}").parse().unwrap(),
         hostname: format!("node{n}"),
         upload_port: 4000,
+        data_port: 4001,
         kind,
         idc: None,
         location: None,

@@ -1,0 +1,96 @@
+//! What both upload servers (gRPC and the TCP data path) share: the upload rate
+//! limit, the concurrent-upload slots, leech mode and the byte counter. The
+//! limit and leech mode can change at run time (settings from the operator).
+
+use darter_common::{ByteRate, RateLimiter};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub struct Uploads {
+    limiter: RwLock<Arc<RateLimiter>>,
+    slots: Arc<Semaphore>,
+    /// Leech mode: refuse all uploads.
+    disable_shared: AtomicBool,
+    /// Piece bytes sent to children.
+    uploaded: AtomicU64,
+    /// While a task is still downloading here, each piece goes to at most
+    /// this many children (0: no limit); they pass it on.
+    first_copies: u32,
+    /// Copies served so far of pieces of unfinished tasks.
+    served: Mutex<HashMap<String, HashMap<u32, u32>>>,
+}
+
+impl Uploads {
+    pub fn new(rate: ByteRate, slots: usize) -> Self {
+        Self {
+            limiter: RwLock::new(Arc::new(RateLimiter::new(rate))),
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            disable_shared: AtomicBool::new(false),
+            uploaded: AtomicU64::new(0),
+            first_copies: 0,
+            served: Mutex::default(),
+        }
+    }
+
+    /// Sets the per-piece copy limit for unfinished tasks (see `first_copies`).
+    pub fn with_first_copies(mut self, n: u32) -> Self {
+        self.first_copies = n;
+        self
+    }
+
+    /// Whether piece `number` of a task may be served now, counting it if so.
+    /// While this agent is still fetching the task (often from the origin),
+    /// every child wants the newest pieces, and serving each of them to all
+    /// children would spend this agent's upload on copies the children could
+    /// get from each other: so each piece goes to a few children first.
+    pub fn may_serve(&self, task_id: &str, number: u32, task_finished: bool) -> bool {
+        let mut served = self.served.lock();
+        if task_finished || self.first_copies == 0 {
+            served.remove(task_id);
+            return true;
+        }
+        let n = served
+            .entry(task_id.to_string())
+            .or_default()
+            .entry(number)
+            .or_default();
+        if *n >= self.first_copies {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// The limiter in force now (a rate change applies to the next piece).
+    pub fn limiter(&self) -> Arc<RateLimiter> {
+        self.limiter.read().clone()
+    }
+
+    pub fn set_rate(&self, rate: ByteRate) {
+        *self.limiter.write() = Arc::new(RateLimiter::new(rate));
+    }
+
+    /// A slot for one piece upload, or `None` when all are busy.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    pub fn shared(&self) -> bool {
+        !self.disable_shared.load(Ordering::Relaxed)
+    }
+
+    pub fn set_disable_shared(&self, leech: bool) {
+        self.disable_shared.store(leech, Ordering::Relaxed);
+    }
+
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self, bytes: u64) {
+        self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
