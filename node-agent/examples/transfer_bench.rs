@@ -73,10 +73,32 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(tcp::serve(tcp_l, storage.clone(), uploads, None));
     let mut sock = tokio::net::TcpStream::connect(tcp_addr).await?;
     sock.set_nodelay(true)?;
-    tcp::fetch_piece(&mut sock, "p", &id, range, out.clone(), &limiter).await?; // warm up
+    tcp::fetch_piece(
+        &mut sock,
+        tcp::Fetch {
+            parent: "p",
+            task_id: &id,
+            range: range,
+            urgent: false,
+        },
+        out.clone(),
+        &limiter,
+    )
+    .await?; // warm up
     let t = Instant::now();
     for _ in 0..ROUNDS {
-        tcp::fetch_piece(&mut sock, "p", &id, range, out.clone(), &limiter).await?;
+        tcp::fetch_piece(
+            &mut sock,
+            tcp::Fetch {
+                parent: "p",
+                task_id: &id,
+                range: range,
+                urgent: false,
+            },
+            out.clone(),
+            &limiter,
+        )
+        .await?;
     }
     let tcp_s = t.elapsed().as_secs_f64() / ROUNDS as f64;
 

@@ -131,9 +131,19 @@ async fn plain_tcp_data_path_checks_and_refuses() {
     let mut buf = Vec::new();
     for n in 0..4 {
         let r = piece_range(len, MIB as u64, n).unwrap();
-        tcp::fetch_piece(&mut sock, "parent", &task_id, r, out.clone(), &unlimited)
-            .await
-            .unwrap();
+        tcp::fetch_piece(
+            &mut sock,
+            tcp::Fetch {
+                parent: "parent",
+                task_id: &task_id,
+                range: r,
+                urgent: false,
+            },
+            out.clone(),
+            &unlimited,
+        )
+        .await
+        .unwrap();
         buf.resize(r.length as usize, 0);
         out.read_exact_at(&mut buf, r.offset).unwrap();
         assert!(buf[..] == data[r.offset as usize..(r.offset + r.length) as usize]);
@@ -142,18 +152,48 @@ async fn plain_tcp_data_path_checks_and_refuses() {
     let stored = parent.content.open_for_write(&task_id, None).unwrap();
     stored.write_all_at(&[data[5] ^ 1], 5).unwrap();
     let r0 = piece_range(len, MIB as u64, 0).unwrap();
-    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, out.clone(), &unlimited)
-        .await
-        .unwrap_err();
+    let e = tcp::fetch_piece(
+        &mut sock,
+        tcp::Fetch {
+            parent: "parent",
+            task_id: &task_id,
+            range: r0,
+            urgent: false,
+        },
+        out.clone(),
+        &unlimited,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, Error::CorruptPiece { piece: 0, .. }), "{e}");
     let missing = "f".repeat(64);
-    let e = tcp::fetch_piece(&mut sock, "parent", &missing, r0, out.clone(), &unlimited)
-        .await
-        .unwrap_err();
+    let e = tcp::fetch_piece(
+        &mut sock,
+        tcp::Fetch {
+            parent: "parent",
+            task_id: &missing,
+            range: r0,
+            urgent: false,
+        },
+        out.clone(),
+        &unlimited,
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("not held"), "{e}");
     uploads.set_disable_shared(true);
-    let e = tcp::fetch_piece(&mut sock, "parent", &task_id, r0, out.clone(), &unlimited)
-        .await
-        .unwrap_err();
+    let e = tcp::fetch_piece(
+        &mut sock,
+        tcp::Fetch {
+            parent: "parent",
+            task_id: &task_id,
+            range: r0,
+            urgent: false,
+        },
+        out.clone(),
+        &unlimited,
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("leech"), "{e}");
 }

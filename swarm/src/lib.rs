@@ -191,6 +191,8 @@ pub struct AgentOptions {
     pub bandwidth: Option<ByteRate>,
     /// Leech mode.
     pub disable_shared: bool,
+    /// Concurrent piece uploads (default: the agent's default).
+    pub upload_slots: Option<usize>,
     /// Extra YAML appended to its config file.
     pub extra_config: String,
 }
@@ -233,6 +235,9 @@ impl AgentProc {
             storage = dir.join("storage").display(),
             leech = opts.disable_shared,
         );
+        if let Some(n) = opts.upload_slots {
+            yaml.push_str(&format!("  slots: {n}\n"));
+        }
         if let Some(bw) = opts.bandwidth {
             yaml.push_str(&format!(
                 "  rateLimit: {}\ndownload:\n  rateLimit: {}\n",

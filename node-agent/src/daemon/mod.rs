@@ -149,7 +149,7 @@ impl Daemon {
             .map_err(|e| Error::Config(e.to_string()))?;
         let identity = identity(&cfg);
         let uploads = Arc::new(
-            Uploads::new(cfg.upload.rate_limit, cfg.upload.slots)
+            Uploads::new(cfg.upload.rate_limit, cfg.upload.concurrent_pieces)
                 .with_first_copies(cfg.upload.first_copies),
         );
         uploads.set_disable_shared(cfg.upload.disable_shared);

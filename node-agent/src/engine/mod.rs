@@ -618,7 +618,11 @@ impl Engine {
                         tracing::warn!(piece = r.number, error = %e, retry_in = ?d, "piece failed")
                     })
             })
-            .buffer_unordered(self.cfg.concurrent_pieces);
+            .buffer_unordered(if ctx.link.is_some() {
+                self.cfg.source_concurrent_pieces
+            } else {
+                self.cfg.concurrent_pieces
+            });
         while let Some(piece) = results.next().await {
             let piece = piece?;
             self.storage.metadata.put_piece(ctx.id, &piece)?;

@@ -2,10 +2,10 @@
 //! parent (piece availability) and idle data-path connections per parent
 //! (piece bytes), reused across pieces and tasks.
 
-use super::tcp::{self, Conn};
+use super::tcp::{self, Conn, Fetch};
 use crate::error::{Error, Result};
 use crate::storage::PieceMeta;
-use darter_common::{PieceRange, RateLimiter};
+use darter_common::RateLimiter;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
@@ -95,18 +95,16 @@ impl PeerPool {
     pub async fn fetch_piece(
         &self,
         addr: SocketAddr,
-        parent: &str,
-        task_id: &str,
-        range: PieceRange,
+        fetch: Fetch<'_>,
         file: Arc<File>,
         limiter: &RateLimiter,
     ) -> Result<PieceMeta> {
         let reused = self.idle.lock().get_mut(&addr).and_then(Vec::pop);
         let mut conn = match reused {
             Some(c) => c,
-            None => self.connect(addr, parent).await?,
+            None => self.connect(addr, fetch.parent).await?,
         };
-        let r = tcp::fetch_piece(&mut *conn, parent, task_id, range, file, limiter).await;
+        let r = tcp::fetch_piece(&mut *conn, fetch, file, limiter).await;
         if matches!(r, Ok(_) | Err(Error::PeerRefused { .. })) {
             let mut idle = self.idle.lock();
             let v = idle.entry(addr).or_default();

@@ -4,7 +4,9 @@
 //! parent copies no bytes in user space; over TLS (mTLS configured) the same
 //! frames go through rustls.
 //!
-//! Request: 64 ASCII bytes of task id, then the piece number (u32 BE).
+//! Request: 64 ASCII bytes of task id, the piece number (u32 BE) and a flags
+//! byte (bit 0 "urgent": the child has nothing else to fetch, so a piece held
+//! back for spreading is served anyway).
 //! Response: status (u8: 0 ok, 1 not found, 2 refused, 3 busy, 4 piece being
 //! spread: ask another parent or later), then for ok the
 //! piece length (u64 BE) and CRC-32C (u32 BE) and the bytes. Connections are reused.
@@ -29,6 +31,21 @@ const NOT_FOUND: u8 = 1;
 const REFUSED: u8 = 2;
 const BUSY: u8 = 3;
 const SPREADING: u8 = 4;
+const REQUEST_LEN: usize = 69;
+const URGENT: u8 = 1;
+/// How long a request waits for an upload slot before the child is told to
+/// try elsewhere.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One piece asked of one parent.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch<'a> {
+    pub parent: &'a str,
+    pub task_id: &'a str,
+    pub range: PieceRange,
+    /// The child has nothing else to fetch: do not hold the piece back.
+    pub urgent: bool,
+}
 const SEND_CHUNK: u64 = 1 << 20;
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -136,12 +153,13 @@ async fn serve_conn<S: SendRange>(
     uploads: &Uploads,
 ) -> std::io::Result<()> {
     loop {
-        let mut req = [0u8; 68];
+        let mut req = [0u8; REQUEST_LEN];
         if sock.read_exact(&mut req).await.is_err() {
             return Ok(()); // the client closed the connection
         }
         let task_id = String::from_utf8_lossy(&req[..64]).into_owned();
         let number = u32::from_be_bytes([req[64], req[65], req[66], req[67]]);
+        let urgent = req[68] & URGENT != 0;
         if !uploads.shared() {
             sock.write_all(&[REFUSED]).await?;
             continue;
@@ -158,11 +176,20 @@ async fn serve_conn<S: SendRange>(
             .ok()
             .flatten()
             .is_some_and(|t| t.state == crate::storage::TaskState::Succeeded);
-        let Some(_slot) = uploads.try_slot() else {
-            sock.write_all(&[BUSY]).await?;
-            continue;
+        // An urgent child has nothing else to fetch: it does not queue.
+        let slot = if urgent {
+            None
+        } else {
+            match uploads.slot(SLOT_WAIT).await {
+                Some(s) => Some(s),
+                None => {
+                    sock.write_all(&[BUSY]).await?;
+                    continue;
+                }
+            }
         };
-        if !uploads.may_serve(&task_id, number, finished) {
+        let from_origin = piece.source == crate::storage::PieceSource::Origin;
+        if !urgent && !uploads.may_serve(&task_id, number, finished, from_origin) {
             sock.write_all(&[SPREADING]).await?;
             continue;
         }
@@ -175,6 +202,7 @@ async fn serve_conn<S: SendRange>(
         sock.send_range(&file, piece.offset, piece.length, &limiter)
             .await?;
         sock.flush().await?;
+        drop(slot);
         uploads.count(piece.length);
     }
 }
@@ -185,16 +213,24 @@ async fn serve_conn<S: SendRange>(
 /// After an error the connection must not be reused.
 pub async fn fetch_piece<S: Conn + ?Sized>(
     sock: &mut S,
-    parent: &str,
-    task_id: &str,
-    range: PieceRange,
+    fetch: Fetch<'_>,
     file: Arc<File>,
     limiter: &RateLimiter,
 ) -> Result<PieceMeta> {
+    let Fetch {
+        parent,
+        task_id,
+        range,
+        urgent,
+    } = fetch;
     let io = |e: std::io::Error| Error::io(format!("piece transfer from {parent}"), e);
-    let mut req = Vec::with_capacity(68);
+    if task_id.len() != 64 {
+        return Err(Error::TaskNotFound(task_id.to_string()));
+    }
+    let mut req = Vec::with_capacity(REQUEST_LEN);
     req.extend_from_slice(task_id.as_bytes());
     req.extend_from_slice(&range.number.to_be_bytes());
+    req.push(if urgent { URGENT } else { 0 });
     sock.write_all(&req).await.map_err(io)?;
     sock.flush().await.map_err(io)?;
     let status = sock.read_u8().await.map_err(io)?;

@@ -16,8 +16,9 @@ pub struct Uploads {
     disable_shared: AtomicBool,
     /// Piece bytes sent to children.
     uploaded: AtomicU64,
-    /// While a task is still downloading here, each piece goes to at most
-    /// this many children (0: no limit); they pass it on.
+    /// While a task is still downloading here, each piece this agent fetched
+    /// from the origin goes to at most this many children (0: no limit);
+    /// they pass it on.
     first_copies: u32,
     /// Copies served so far of pieces of unfinished tasks.
     served: Mutex<HashMap<String, HashMap<u32, u32>>>,
@@ -42,14 +43,25 @@ impl Uploads {
     }
 
     /// Whether piece `number` of a task may be served now, counting it if so.
-    /// While this agent is still fetching the task (often from the origin),
-    /// every child wants the newest pieces, and serving each of them to all
-    /// children would spend this agent's upload on copies the children could
-    /// get from each other: so each piece goes to a few children first.
-    pub fn may_serve(&self, task_id: &str, number: u32, task_finished: bool) -> bool {
+    /// While this agent is still fetching the task from the origin, every
+    /// child wants the newest pieces, and serving each of them to all children
+    /// would spend this agent's upload on copies the children could get from
+    /// each other: so each origin piece goes to a few children first. Pieces
+    /// that came from peers are served freely (their spread doubles the
+    /// holders each round).
+    pub fn may_serve(
+        &self,
+        task_id: &str,
+        number: u32,
+        task_finished: bool,
+        from_origin: bool,
+    ) -> bool {
         let mut served = self.served.lock();
         if task_finished || self.first_copies == 0 {
             served.remove(task_id);
+            return true;
+        }
+        if !from_origin {
             return true;
         }
         let n = served
@@ -76,6 +88,15 @@ impl Uploads {
     /// A slot for one piece upload, or `None` when all are busy.
     pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// A slot for one piece upload, waiting in line (first come, first
+    /// served) up to `wait`; `None` when none freed up in time.
+    pub async fn slot(&self, wait: std::time::Duration) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     pub fn shared(&self) -> bool {

@@ -81,6 +81,18 @@ impl Dag {
         Ok(())
     }
 
+    /// Drops one edge, if present.
+    pub fn remove_edge(&mut self, parent: &str, child: &str) -> bool {
+        let had = self
+            .children
+            .get_mut(parent)
+            .is_some_and(|c| c.remove(child));
+        if let Some(p) = self.parents.get_mut(child) {
+            p.remove(parent);
+        }
+        had
+    }
+
     /// Drops every edge into `child` (before it is handed new parents).
     pub fn clear_parents(&mut self, child: &str) {
         if let Some(ps) = self.parents.get_mut(child) {

@@ -229,6 +229,7 @@ impl Scheduler {
                 _ => Decision::Parents(Vec::new()),
             };
         }
+        self.prune_edges_to_peers_ahead(t, peer_id);
         let candidates = self.find_parents(t, peer_id);
         if !candidates.is_empty() {
             self.unlink_parents(t, peer_id);
@@ -326,6 +327,30 @@ impl Scheduler {
         });
         out.truncate(self.cfg.candidate_parent_limit);
         out
+    }
+
+    /// Drops the edges from `peer` to children that now hold more pieces than
+    /// it does. Pieces flow from peers ahead to peers behind, so such an edge
+    /// carries little; kept, it would stop `peer` from ever being given those
+    /// peers as parents (a peer high in the DAG would be left with the origin
+    /// fetcher alone). The graph stays acyclic: only checked edges are added.
+    fn prune_edges_to_peers_ahead(&self, t: &mut Task, peer: &str) {
+        let mine = t.peers.get(peer).map_or(0, |p| p.finished_pieces.len());
+        let ahead: Vec<String> = t
+            .dag
+            .children_of(peer)
+            .filter(|c| {
+                t.peers
+                    .get(c.as_str())
+                    .is_some_and(|p| p.finished_pieces.len() > mine)
+            })
+            .cloned()
+            .collect();
+        for c in ahead {
+            if t.dag.remove_edge(peer, &c) {
+                self.release_slot(t, peer);
+            }
+        }
     }
 
     /// Removes the edges into `child`, freeing the parents' upload slots.

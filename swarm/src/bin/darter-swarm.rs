@@ -32,6 +32,9 @@ struct Args {
     /// Cap on the origin's upload (all connections together).
     #[arg(long, default_value = "50MiB/s")]
     origin_bandwidth: ByteRate,
+    /// Concurrent piece uploads per agent (default: the agent's default).
+    #[arg(long)]
+    upload_slots: Option<usize>,
     /// Fixed piece length (default: size / 500 within 4..64 MiB).
     #[arg(long)]
     piece_length: Option<ByteSize>,
@@ -121,6 +124,7 @@ async fn run(args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
     println!("scheduler: {}", scheduler.addr);
     let opts = AgentOptions {
         bandwidth: Some(args.agent_bandwidth),
+        upload_slots: args.upload_slots,
         ..Default::default()
     };
     let agents = futures::future::try_join_all(
