@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         tcp::Fetch {
             parent: "p",
             task_id: &id,
-            range: range,
+            range,
             urgent: false,
         },
         out.clone(),
@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
             tcp::Fetch {
                 parent: "p",
                 task_id: &id,
-                range: range,
+                range,
                 urgent: false,
             },
             out.clone(),
