@@ -254,3 +254,25 @@ fn concurrent_scheduling_never_makes_cycles() {
     }
     assert!(s.all_acyclic());
 }
+
+#[test]
+fn a_peer_high_in_the_dag_gets_peers_that_overtook_it() {
+    let s = sched_with_hosts(3);
+    let d1 = s.register_peer("t", "a", &hid(1), Some(100), Some(10)).unwrap();
+    assert!(matches!(d1, Decision::BackToSource(_)));
+    let d2 = s.register_peer("t", "b", &hid(2), None, None).unwrap();
+    assert_eq!(parents(&d2), vec!["a".to_string()]);
+    let d3 = s.register_peer("t", "c", &hid(3), None, None).unwrap();
+    assert!(parents(&d3).contains(&"b".to_string()), "{d3:?}");
+    // c (a child of b) gets ahead of b ...
+    for n in 0..6 {
+        s.piece_finished("t", "c", n, Some("a"), Duration::from_millis(5))
+            .unwrap();
+    }
+    s.piece_finished("t", "b", 0, Some("a"), Duration::from_millis(5))
+        .unwrap();
+    // ... so b may now be given c: the stale edge b -> c goes, no cycle forms.
+    let again = s.reschedule("t", "b", &[]).unwrap();
+    assert!(parents(&again).contains(&"c".to_string()), "{again:?}");
+    assert!(s.all_acyclic());
+}
