@@ -240,7 +240,7 @@ impl<'e, 'a> P2p<'e, 'a> {
                     && refreshed.elapsed() >= REFRESH
                     && let Some(link) = &self.link
                 {
-                    link.reschedule(Vec::new(), "more parents wanted");
+                    link.more_parents();
                     refreshed = Instant::now();
                 }
             }

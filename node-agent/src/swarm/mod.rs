@@ -98,6 +98,16 @@ impl Link {
         self.send(pb::download_request::Event::Reschedule(pb::Reschedule {
             blocked_parent_ids: blocked,
             reason: reason.to_string(),
+            more_parents: false,
+        }));
+    }
+
+    /// Asks for parents in addition to the current ones (not a failure).
+    pub fn more_parents(&self) {
+        self.send(pb::download_request::Event::Reschedule(pb::Reschedule {
+            blocked_parent_ids: Vec::new(),
+            reason: "more parents wanted".into(),
+            more_parents: true,
         }));
     }
 

@@ -215,6 +215,35 @@ impl Scheduler {
         Ok(self.schedule_locked(&mut t, peer_id))
     }
 
+    /// Parents in addition to the ones a downloading peer has (it asked for
+    /// more, not because one failed). Existing edges stay; no round is
+    /// counted, so this never sends a peer back to source.
+    pub fn more_parents(
+        &self,
+        task_id: &str,
+        peer_id: &str,
+    ) -> Result<Vec<Candidate>, SchedulerError> {
+        self.with_peer(task_id, peer_id, |s, t| {
+            s.prune_edges_to_peers_ahead(t, peer_id);
+            let have: std::collections::HashSet<String> =
+                t.dag.parents_of(peer_id).cloned().collect();
+            let fresh: Vec<Candidate> = s
+                .find_parents(t, peer_id)
+                .into_iter()
+                .filter(|c| !have.contains(&c.peer_id))
+                .collect();
+            for c in &fresh {
+                // find_parents checked can_add_edge under this same lock.
+                if t.dag.add_edge(&c.peer_id, peer_id).is_ok()
+                    && let Some(h) = s.host(&c.host_id)
+                {
+                    h.uploads.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            fresh
+        })
+    }
+
     fn schedule_locked(&self, t: &mut Task, peer_id: &str) -> Decision {
         if t.content_length == Some(0) {
             return Decision::Empty;

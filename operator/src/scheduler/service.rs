@@ -157,6 +157,18 @@ impl Session {
                     }
                     r
                 }
+                Some(Event::Reschedule(r)) if r.more_parents => {
+                    match self.core.more_parents(&self.task_id, &self.peer_id) {
+                        Ok(fresh) if fresh.is_empty() => Ok(()),
+                        Ok(fresh) => {
+                            if !self.decide(Ok(Decision::Parents(fresh))).await {
+                                break;
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Some(Event::Reschedule(r)) => {
                     let d =
                         self.core

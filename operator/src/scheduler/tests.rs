@@ -258,7 +258,9 @@ fn concurrent_scheduling_never_makes_cycles() {
 #[test]
 fn a_peer_high_in_the_dag_gets_peers_that_overtook_it() {
     let s = sched_with_hosts(3);
-    let d1 = s.register_peer("t", "a", &hid(1), Some(100), Some(10)).unwrap();
+    let d1 = s
+        .register_peer("t", "a", &hid(1), Some(100), Some(10))
+        .unwrap();
     assert!(matches!(d1, Decision::BackToSource(_)));
     let d2 = s.register_peer("t", "b", &hid(2), None, None).unwrap();
     assert_eq!(parents(&d2), vec!["a".to_string()]);
