@@ -12,7 +12,11 @@ STAGING_VERSION="v0.${K8S_VERSION#1.}"
 CACHE=${DARTER_E2E_CACHE:-$HOME/.cache/darter/e2e}
 BIN="$CACHE/bin-$K8S_VERSION"
 export GOPATH="$CACHE/gopath" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod GOTOOLCHAIN=local
-if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/etcd" ] && [ -x "$BIN/kubectl" ]; then
+# Stamped like release builds: the API server derives its emulation version
+# (and so its feature set) from this, and kubectl refuses a missing one.
+STAMP=$K8S_VERSION-ldflags-1
+if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/etcd" ] && [ -x "$BIN/kubectl" ] \
+  && [ "$(cat "$BIN/.stamp" 2>/dev/null)" = "$STAMP" ]; then
   echo "$BIN"
   exit 0
 fi
@@ -42,9 +46,15 @@ if [ ! -f go.mod ]; then
   } > go.mod
 fi
 echo "e2e/build.sh: building kube-apiserver, kubectl and etcd for Kubernetes $K8S_VERSION (first time: several minutes)" >&2
-go build -trimpath -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-go build -trimpath -o "$BIN/kubectl" k8s.io/kubernetes/cmd/kubectl
+ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=${K8S_VERSION%%.*}"
+  ldflags+=" -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $pkg.gitTreeState=clean"
+done
+go build -trimpath -ldflags "$ldflags" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+go build -trimpath -ldflags "$ldflags" -o "$BIN/kubectl" k8s.io/kubernetes/cmd/kubectl
 ETCD_VERSION=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
 go build -trimpath -o "$BIN/etcd" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" 2>/dev/null \
   || go build -trimpath -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+echo "$STAMP" > "$BIN/.stamp"
 echo "$BIN"

@@ -1,13 +1,13 @@
 //! `Cluster`: a P2P domain. Agents join the cluster whose scopes match them
 //! best; the cluster's scheduling settings and seed peers apply to them.
 
+use crate::validation::{CIDR_LIST_RULE, LOCATION_PATTERN, REGEX_LIST_RULE};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
-use schemars::JsonSchema;
+use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "darter.dev",
     version = "v1alpha1",
@@ -47,24 +47,29 @@ fn default_job_rate_limit() -> u32 {
     10
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterScopes {
     /// Regular expressions matched against agent hostnames.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new(REGEX_LIST_RULE).message("must hold valid regular expressions"))]
+    #[schemars(length(max = 32), inner(length(max = 253)))]
     pub hostnames: Vec<String>,
     /// Networks (e.g. 10.0.0.0/8) containing agent IPs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new(CIDR_LIST_RULE).message("must hold CIDRs such as 10.0.0.0/8"))]
+    #[schemars(length(max = 64), inner(length(max = 43)))]
     pub cidrs: Vec<String>,
     /// Data center name agents report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idc: Option<String>,
     /// Location as `|`-separated elements, matched by prefix (e.g. `cn|hz|a`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = LOCATION_PATTERN))]
     pub location: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulingSettings {
     /// Parents handed to a peer at once.
@@ -92,7 +97,7 @@ impl Default for SchedulingSettings {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeedPeerSelector {
     /// Nodes by name.
@@ -103,7 +108,7 @@ pub struct SeedPeerSelector {
     pub node_selector: BTreeMap<String, String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
