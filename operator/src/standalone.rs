@@ -31,10 +31,20 @@ pub enum StandaloneError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid cluster scopes: {0}")]
+    Scopes(#[from] crate::scheduler::clusters::ScopeError),
     #[error("TLS: {0}")]
     Tls(#[from] darter_common::TlsError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+}
+
+/// One entry of `clusters`: a Cluster's name and spec, as in the CRD.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedCluster {
+    pub name: String,
+    pub spec: darter_crds::ClusterSpec,
 }
 
 /// `darter-operator scheduler --config FILE`. Every field is optional.
@@ -43,8 +53,12 @@ pub enum StandaloneError {
 pub struct StandaloneConfig {
     /// gRPC listen address (port 0 picks a free one; the chosen address is printed).
     pub listen: SocketAddr,
-    /// Name reported to agents as their cluster.
+    /// Cluster of agents that no entry of `clusters` places (all agents when
+    /// `clusters` is empty).
     pub cluster: String,
+    /// Clusters with scopes, as in the Cluster CRD: agents join the one whose
+    /// scopes match them best, and get parents only from their own cluster.
+    pub clusters: Vec<NamedCluster>,
     /// Agents re-announce this often.
     #[serde(with = "humantime_serde")]
     pub announce_interval: Duration,
@@ -66,6 +80,7 @@ impl Default for StandaloneConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8002)),
             cluster: "default".into(),
+            clusters: Vec::new(),
             announce_interval: Duration::from_secs(30),
             retry_interval: Duration::from_millis(500),
             gc_interval: Duration::from_secs(60),
@@ -123,6 +138,9 @@ pub async fn run(
     svc.announce_interval = cfg.announce_interval;
     svc.retry_interval = cfg.retry_interval;
     svc.cluster = cfg.cluster.clone();
+    *svc.clusters.write() = crate::scheduler::clusters::ClusterMatcher::new(
+        cfg.clusters.iter().map(|c| (c.name.as_str(), &c.spec)),
+    )?;
     let gc_core = core.clone();
     let gc = tokio::spawn(async move {
         let mut tick = tokio::time::interval(cfg.gc_interval);

@@ -371,3 +371,32 @@ async fn mutual_tls_between_scheduler_and_agents() {
         "{st:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_split_agents_by_scope_and_keep_traffic_inside() {
+    let scopes = "clusters:\n\
+        - name: a\n  spec: {scopes: {hostnames: ['^agent-[01]$']}}\n\
+        - name: b\n  spec: {isDefault: true, scopes: {cidrs: ['127.0.1.3/32', '127.0.1.4/32']}}\n";
+    let n = net_with(4, |_| AgentOptions::default(), None, scopes).await;
+    let mut clusters = Vec::new();
+    for a in &n.agents {
+        clusters.push(a.status().await.unwrap().cluster.unwrap_or_default());
+    }
+    assert_eq!(clusters, ["a", "a", "b", "b"]);
+
+    let len = 4 * MIB;
+    let sha = n.put("blob", len);
+    n.get_all("blob", &sha, &[0, 1]).await;
+    assert!(
+        n.origin.bytes_sent() <= len as u64 + 2,
+        "cluster a: one origin copy"
+    );
+    // Cluster b cannot use cluster a's copies: its first agent goes to the
+    // origin, its second fetches from the first.
+    n.origin.reset_counters();
+    let s2 = n.get_all("blob", &sha, &[2]).await.remove(0);
+    assert_eq!(s2.origin_bytes, len as u64, "{s2:?}");
+    let s3 = n.get_all("blob", &sha, &[3]).await.remove(0);
+    assert_eq!(s3.peer_bytes, len as u64, "{s3:?}");
+    assert_eq!(s3.origin_bytes, 0);
+}

@@ -82,6 +82,7 @@ mod tests {
             location: Some(loc.into()),
             upload_slots: 10,
             disable_shared: false,
+            cluster: String::new(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! candidate parents, "back to source" or "empty task". Its state is soft
 //! (rebuilt from agent announcements) and it runs without Kubernetes.
 
+pub mod clusters;
 pub mod dag;
 pub mod evaluator;
 pub mod resource;
@@ -276,17 +277,22 @@ impl Scheduler {
             }
             return Decision::Parents(candidates);
         }
-        // Holders that could ever serve this peer: leeches and its own host do not count.
+        // Holders that could ever serve this peer: leeches, its own host and
+        // other clusters do not count.
         let child_host = t.peers.get(peer_id).map(|p| p.host_id.clone());
         let holders = {
             let hosts = self.hosts.read();
+            let cluster = child_host
+                .as_ref()
+                .and_then(|h| hosts.get(h))
+                .map(|h| h.info.cluster.clone());
             t.peers.values().any(|p| {
                 p.id != peer_id
                     && p.state.can_upload()
                     && Some(&p.host_id) != child_host.as_ref()
-                    && hosts
-                        .get(&p.host_id)
-                        .is_some_and(|h| !h.info.disable_shared)
+                    && hosts.get(&p.host_id).is_some_and(|h| {
+                        !h.info.disable_shared && Some(&h.info.cluster) == cluster.as_ref()
+                    })
             })
         };
         let rounds = t.peers.get_mut(peer_id).map_or(0, |p| {
@@ -332,6 +338,7 @@ impl Scheduler {
                 let host = hosts.get(&p.host_id)?;
                 let usable = !child.blocked.contains(&p.id)
                     && p.host_id != child.host_id
+                    && host.info.cluster == child_host.info.cluster
                     && !host.info.disable_shared
                     && p.state.can_upload()
                     // A running normal peer with no parent receives nothing to pass on.

@@ -33,6 +33,8 @@ pub struct HostInfo {
     pub upload_slots: u32,
     /// Leech: downloads but never uploads.
     pub disable_shared: bool,
+    /// The Cluster it was matched to; parents come from the same cluster.
+    pub cluster: String,
 }
 
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! The scheduler's gRPC face (`darter.scheduler.v1.Scheduler`) over the core.
 //! The same service runs standalone (no API server) and inside the operator.
 
+use super::clusters::ClusterMatcher;
 use super::resource::{HostInfo, HostKind};
 use super::{Decision, Scheduler, SchedulerError};
 use darter_proto::scheduler::v1 as pb;
@@ -19,8 +20,12 @@ pub struct SchedulerService {
     pub announce_interval: Duration,
     /// Pause between scheduling rounds while a peer waits for a parent.
     pub retry_interval: Duration,
-    /// Name of the cluster hosts are matched to (standalone: one cluster).
+    /// Cluster of hosts no scope places (and of all hosts when there are no
+    /// Cluster definitions).
     pub cluster: String,
+    /// Cluster scopes; replaced when the Cluster definitions change, hosts
+    /// move on their next announce.
+    pub clusters: Arc<parking_lot::RwLock<ClusterMatcher>>,
 }
 
 impl SchedulerService {
@@ -30,6 +35,7 @@ impl SchedulerService {
             announce_interval: Duration::from_secs(30),
             retry_interval: Duration::from_millis(500),
             cluster: "default".into(),
+            clusters: Arc::default(),
         }
     }
 }
@@ -68,6 +74,7 @@ fn host_info(h: pb::Host) -> Result<HostInfo, Status> {
         location: opt(h.location),
         upload_slots: h.upload_slots,
         disable_shared: h.disable_shared,
+        cluster: String::new(),
     })
 }
 
@@ -220,9 +227,24 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .into_inner()
             .host
             .ok_or_else(|| Status::invalid_argument("host is missing"))?;
-        self.core.announce_host(host_info(host)?);
+        let mut info = host_info(host)?;
+        info.cluster = {
+            let m = self.clusters.read();
+            if m.is_empty() {
+                self.cluster.clone()
+            } else {
+                m.select(&info).map(str::to_string).ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "host {} ({}) matches no cluster and there is no default cluster",
+                        info.hostname, info.ip
+                    ))
+                })?
+            }
+        };
+        let cluster = info.cluster.clone();
+        self.core.announce_host(info);
         Ok(Response::new(pb::AnnounceHostResponse {
-            cluster: self.cluster.clone(),
+            cluster,
             announce_interval_seconds: self.announce_interval.as_secs() as u32,
         }))
     }

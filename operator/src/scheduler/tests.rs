@@ -13,6 +13,7 @@ fn host(n: u8, kind: HostKind) -> HostInfo {
         location: None,
         upload_slots: 200,
         disable_shared: false,
+        cluster: String::new(),
     }
 }
 
