@@ -59,5 +59,80 @@ apiserver_restart
 kubectl get peerpolicy leech-builders -o jsonpath='{.spec.uploadRateLimit}' | grep -q '100MiB/s' \
   && ok "objects survive an API server restart" || bad "objects lost after restart"
 
+echo "== operator: agents join Clusters by scope, Peers mirror them"
+cargo build -q --bins
+BIN="$CARGO_TARGET_DIR/debug"
+kubectl delete dcl --all >/dev/null
+kubectl delete peers --all >/dev/null
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: darter.dev/v1alpha1
+kind: Cluster
+metadata: {name: east}
+spec: {scopes: {hostnames: ["^agent-[01]$"]}}
+---
+apiVersion: darter.dev/v1alpha1
+kind: Cluster
+metadata: {name: west}
+spec: {isDefault: true, scopes: {cidrs: ["127.0.1.3/32"]}}
+YAML
+"$BIN/darter-operator" run --listen 127.0.0.1:0 --peer-write-interval 1s --announce-interval 2s \
+  >"$WORK/operator.out" 2>"$WORK/operator.log" &
+OPERATOR_PID=$!
+trap 'kill $OPERATOR_PID ${AGENT_PIDS:-} 2>/dev/null || true; cluster_down; rm -rf "$WORK"' EXIT
+for _ in $(seq 60); do grep -q "listening on" "$WORK/operator.out" && break; sleep 0.5; done
+SCHED=$(sed -n 's/^listening on //p' "$WORK/operator.out")
+[ -n "$SCHED" ] && ok "operator serving the scheduler on $SCHED" || { bad "operator did not start"; tail "$WORK/operator.log"; }
+AGENT_PIDS=""
+for i in 0 1 2; do
+  mkdir -p "$WORK/agent-$i"
+  "$BIN/darter-agent" --storage-dir "$WORK/agent-$i/storage" daemon --scheduler "$SCHED" \
+    --ip "127.0.1.$((i + 1))" --hostname "agent-$i" --upload-port 0 --data-port 0 \
+    >"$WORK/agent-$i/out" 2>"$WORK/agent-$i/log" &
+  AGENT_PIDS="$AGENT_PIDS $!"
+done
+wait_for() { # DESCRIPTION COMMAND...: retries for 30 s
+  local what=$1; shift
+  for _ in $(seq 60); do "$@" >/dev/null 2>&1 && { ok "$what"; return 0; }; sleep 0.5; done
+  bad "$what"; return 1
+}
+peer_cluster() { kubectl get peer "127.0.1.$(($1 + 1))-agent-$1" -o jsonpath='{.spec.cluster}'; }
+is_cluster() { [ "$(peer_cluster "$1")" = "$2" ]; }
+wait_for "three agents became Peers" bash -c '[ "$(kubectl get peers --no-headers | wc -l)" -eq 3 ]'
+wait_for "agent-0 in east" is_cluster 0 east
+wait_for "agent-1 in east" is_cluster 1 east
+wait_for "agent-2 in west" is_cluster 2 west
+kubectl get peers
+
+echo "== a swarm download through the operator's scheduler"
+source scripts/lib/nginx.sh
+mkdir -p "$WORK/www"
+head -c $((24 << 20)) /dev/urandom >"$WORK/www/blob"
+WANT=$(sha256sum "$WORK/www/blob" | cut -d' ' -f1)
+NGINX_BYTES_LOG="$WORK/origin-bytes.log" start_nginx "$WORK/www" "$WORK/nginx"
+trap 'stop_nginx; kill $OPERATOR_PID ${AGENT_PIDS:-} 2>/dev/null || true; cluster_down; rm -rf "$WORK"' EXIT
+for i in 0 1; do
+  "$BIN/darter" --storage-dir "$WORK/agent-$i/storage" get "http://127.0.0.1:$NGINX_PORT/blob" \
+    --piece-length 4MiB --digest "sha256:$WANT" -O "$WORK/out-$i" 2>"$WORK/get-$i.log" &
+done
+wait_gets=0
+for job in $(jobs -p | tail -n 2); do wait "$job" || wait_gets=1; done
+[ "$wait_gets" -eq 0 ] && ok "both east agents got the blob, sha256 checked" || bad "swarm download failed: $(cat "$WORK"/get-*.log)"
+grep -q "via daemon" "$WORK/get-0.log" && ok "darter get went through the daemon" || bad "not via daemon: $(cat "$WORK/get-0.log")"
+served=$(awk '{s += $1} END {print s + 0}' "$WORK/origin-bytes.log")
+[ "$served" -le $(((24 << 20) * 105 / 100)) ] && ok "origin served $served bytes for a $((24 << 20))-byte blob" \
+  || bad "origin served $served bytes for $((24 << 20))"
+
+kubectl patch dcl east --type merge -p '{"spec":{"scopes":{"hostnames":["^agent-0$"]}}}' >/dev/null
+wait_for "a scope change moves agent-1 to the default cluster on its next announce" is_cluster 1 west
+echo "== API server restart with the operator running"
+apiserver_restart
+kubectl patch dcl west --type merge -p '{"spec":{"scopes":{"cidrs":["127.0.1.2/32","127.0.1.3/32"]}}}' >/dev/null
+kubectl patch dcl east --type merge -p '{"spec":{"isDefault":true,"scopes":{"hostnames":["^agent-[02]$"]}}}' >/dev/null
+kubectl patch dcl west --type merge -p '{"spec":{"isDefault":false}}' >/dev/null
+wait_for "the operator's watch resumed after the restart (agent-2 moved to east)" is_cluster 2 east
+kill -0 "$OPERATOR_PID" && ok "operator still running" || bad "operator exited"
+kill -TERM ${AGENT_PIDS##* }
+wait_for "a host that leaves loses its Peer" bash -c '! kubectl get peer 127.0.1.3-agent-2'
+
 echo "e2e: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -2,5 +2,6 @@
 //! Kubernetes);
 //! controllers and the manager arrive with their issues.
 
+pub mod k8s;
 pub mod scheduler;
 pub mod standalone;

@@ -20,6 +20,25 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
     },
+    /// Run against the Kubernetes API: the scheduler, with Clusters from the
+    /// Cluster objects and a Peer object per announced host.
+    Run {
+        /// Scheduler gRPC address agents announce to.
+        #[arg(long, default_value = "0.0.0.0:8002")]
+        listen: std::net::SocketAddr,
+        /// Cluster of agents no Cluster object places while none is default.
+        #[arg(long, default_value = "default")]
+        fallback_cluster: String,
+        /// Minimum time between writes of one Peer's counters.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        peer_write_interval: std::time::Duration,
+        /// Agents re-announce this often.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        announce_interval: std::time::Duration,
+        /// Pause between scheduling rounds while a peer waits for a parent.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        retry_interval: std::time::Duration,
+    },
     /// Run the scheduler without Kubernetes (one cluster, settings from YAML).
     Scheduler {
         /// Standalone config (YAML); defaults when omitted.
@@ -40,6 +59,26 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
+        Cmd::Run {
+            listen,
+            fallback_cluster,
+            peer_write_interval,
+            announce_interval,
+            retry_interval,
+        } => {
+            let cfg = darter_operator::k8s::RunConfig {
+                listen,
+                fallback_cluster,
+                peer_write_interval,
+                scheduling: Default::default(),
+                retry_interval,
+                announce_interval,
+            };
+            let rt = tokio::runtime::Runtime::new().context("cannot start runtime")?;
+            rt.block_on(darter_operator::k8s::run(cfg, async {
+                let _ = tokio::signal::ctrl_c().await;
+            }))?;
+        }
         Cmd::Scheduler { config, listen } => {
             let mut cfg = darter_operator::standalone::StandaloneConfig::load(config.as_deref())?;
             if let Some(l) = listen {

@@ -1,5 +1,7 @@
 # start_nginx ROOT_DIR WORK_DIR: serves ROOT_DIR on a free loopback port as an
 # unprivileged nginx; sets NGINX_PORT and NGINX_PID_FILE. stop_nginx stops it.
+# With NGINX_BYTES_LOG set, every response's body bytes go to that file, one
+# number per line (to count what the origin served).
 
 start_nginx() {
   local root=$1 work=$2
@@ -9,6 +11,8 @@ start_nginx() {
   # As root, workers would drop to nobody and lose access to private temp dirs.
   local user_line=""
   [ "$(id -u)" -eq 0 ] && user_line="user root;"
+  local access="access_log off;"
+  [ -n "${NGINX_BYTES_LOG:-}" ] && access="log_format bytes '\$body_bytes_sent'; access_log $NGINX_BYTES_LOG bytes;"
   cat > "$work/nginx.conf" <<CONF
 $user_line
 worker_processes 1;
@@ -16,7 +20,7 @@ pid $NGINX_PID_FILE;
 error_log $work/error.log warn;
 events { worker_connections 256; }
 http {
-  access_log off;
+  $access
   sendfile on;
   tcp_nopush on;
   client_body_temp_path $work/body;

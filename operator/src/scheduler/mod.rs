@@ -133,6 +133,18 @@ impl Scheduler {
         self.hosts.write().remove(host_id);
     }
 
+    /// Records the counters a host announced.
+    pub fn set_host_stats(&self, host_id: &str, stats: resource::HostStats) {
+        if let Some(h) = self.host(host_id) {
+            *h.stats.lock() = stats;
+        }
+    }
+
+    /// Every known host.
+    pub fn hosts(&self) -> Vec<Arc<Host>> {
+        self.hosts.read().values().cloned().collect()
+    }
+
     pub fn host(&self, host_id: &str) -> Option<Arc<Host>> {
         self.hosts.read().get(host_id).cloned()
     }

@@ -37,9 +37,20 @@ pub struct HostInfo {
     pub cluster: String,
 }
 
+/// Counters a host reports with each announce (shown on its Peer object).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostStats {
+    pub disk_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub upload_bytes: u64,
+    pub download_bytes: u64,
+    pub task_count: u32,
+}
+
 #[derive(Debug)]
 pub struct Host {
     pub info: HostInfo,
+    pub stats: parking_lot::Mutex<HostStats>,
     /// Uploads the scheduler has assigned to this host and not seen end.
     pub uploads: AtomicU32,
     pub upload_ok: AtomicU64,
@@ -51,6 +62,7 @@ impl Host {
     pub fn new(info: HostInfo) -> Self {
         Self {
             info,
+            stats: parking_lot::Mutex::default(),
             uploads: AtomicU32::new(0),
             upload_ok: AtomicU64::new(0),
             upload_failed: AtomicU64::new(0),

@@ -227,6 +227,13 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .into_inner()
             .host
             .ok_or_else(|| Status::invalid_argument("host is missing"))?;
+        let stats = super::resource::HostStats {
+            disk_total_bytes: host.disk_total_bytes,
+            disk_used_bytes: host.disk_used_bytes,
+            upload_bytes: host.upload_bytes_total,
+            download_bytes: host.download_bytes_total,
+            task_count: host.task_count,
+        };
         let mut info = host_info(host)?;
         info.cluster = {
             let m = self.clusters.read();
@@ -242,7 +249,9 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             }
         };
         let cluster = info.cluster.clone();
+        let id = info.id.clone();
         self.core.announce_host(info);
+        self.core.set_host_stats(&id, stats);
         Ok(Response::new(pb::AnnounceHostResponse {
             cluster,
             announce_interval_seconds: self.announce_interval.as_secs() as u32,

@@ -1,0 +1,145 @@
+//! The operator's Kubernetes mode (`darter-operator run`): the same scheduler
+//! and gRPC service as the standalone mode, with its Clusters read from the
+//! `Cluster` objects (agents move on their next announce when scopes change)
+//! and a Peer manager that mirrors announced hosts into `Peer` objects.
+
+pub mod peers;
+
+use crate::scheduler::clusters::ClusterMatcher;
+use crate::scheduler::service::SchedulerService;
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use darter_crds::Cluster;
+use darter_proto::scheduler::v1::scheduler_server::SchedulerServer;
+use futures::StreamExt;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum OperatorError {
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// `darter-operator run` settings (flags).
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Scheduler gRPC address agents announce to.
+    pub listen: SocketAddr,
+    /// Cluster of agents no Cluster object places, while none is the default.
+    pub fallback_cluster: String,
+    /// Minimum time between two writes of one Peer object.
+    pub peer_write_interval: Duration,
+    pub scheduling: SchedulerConfig,
+    pub retry_interval: Duration,
+    pub announce_interval: Duration,
+}
+
+/// Keeps the scheduler's cluster scopes equal to the Cluster objects. A watch
+/// that breaks (API server restart) is resumed by the watcher with backoff.
+async fn watch_clusters(client: Client, matcher: Arc<RwLock<ClusterMatcher>>) {
+    let api: Api<Cluster> = Api::all(client);
+    let mut specs: BTreeMap<String, darter_crds::ClusterSpec> = BTreeMap::new();
+    let stream =
+        kube::runtime::WatchStreamExt::default_backoff(watcher(api, watcher::Config::default()));
+    futures::pin_mut!(stream);
+    let mut pending: Option<BTreeMap<String, darter_crds::ClusterSpec>> = None;
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(c)) => {
+                specs.insert(kube::ResourceExt::name_any(&c), c.spec);
+            }
+            Ok(watcher::Event::Delete(c)) => {
+                specs.remove(&kube::ResourceExt::name_any(&c));
+            }
+            Ok(watcher::Event::Init) => pending = Some(BTreeMap::new()),
+            Ok(watcher::Event::InitApply(c)) => {
+                if let Some(p) = pending.as_mut() {
+                    p.insert(kube::ResourceExt::name_any(&c), c.spec);
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(p) = pending.take() {
+                    specs = p;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cluster watch failed; retrying");
+                continue;
+            }
+        }
+        match ClusterMatcher::new(specs.iter().map(|(n, s)| (n.as_str(), s))) {
+            Ok(m) => {
+                *matcher.write() = m;
+                tracing::info!(clusters = specs.len(), "cluster scopes updated");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cluster scopes rejected; keeping the previous ones")
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    cfg: RunConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), OperatorError> {
+    let client = Client::try_default().await?;
+    // Fail fast, with the API server's own message, when it is unreachable.
+    client.apiserver_version().await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| OperatorError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| OperatorError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let core = Arc::new(Scheduler::new(cfg.scheduling.clone()));
+    let mut svc = SchedulerService::new(core.clone());
+    svc.cluster = cfg.fallback_cluster.clone();
+    svc.retry_interval = cfg.retry_interval;
+    svc.announce_interval = cfg.announce_interval;
+    let matcher = svc.clusters.clone();
+    tokio::spawn(watch_clusters(client.clone(), matcher));
+    tokio::spawn(
+        peers::PeerManager::new(client.clone(), core.clone(), cfg.peer_write_interval).run(),
+    );
+    let gc_core = core.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            gc_core.gc();
+        }
+    });
+    println!("listening on {addr}");
+    tracing::info!(%addr, "operator serving the scheduler");
+    tonic::transport::Server::builder()
+        .add_service(SchedulerServer::new(svc))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}

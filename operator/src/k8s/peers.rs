@@ -1,0 +1,181 @@
+//! The Peer manager: one `Peer` object per announced host, written by
+//! server-side apply when something changed (at most once per
+//! `write_interval` per Peer for counters; at once for a new host or a change
+//! of spec, or when someone sets the `darter.dev/refresh` annotation to a new
+//! value), and deleted when the host leaves or goes silent (scheduler GC).
+
+use crate::scheduler::Scheduler;
+use crate::scheduler::resource::{Host, HostKind};
+use darter_crds::{Peer, PeerSpec, PeerType};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+const MANAGER: &str = "darter-operator";
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const REFRESH: &str = "darter.dev/refresh";
+
+/// What was last written for one Peer.
+struct Written {
+    spec: PeerSpec,
+    status: serde_json::Value,
+    at: Instant,
+    refresh: Option<String>,
+}
+
+pub struct PeerManager {
+    api: Api<Peer>,
+    core: Arc<Scheduler>,
+    write_interval: Duration,
+    written: HashMap<String, Written>,
+}
+
+/// A Kubernetes object name for a host id ("10.0.0.1-node-a", "fd00::1-x").
+pub fn peer_name(host_id: &str) -> String {
+    let name: String = host_id
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .chars()
+        .take(253)
+        .collect()
+}
+
+fn spec_of(h: &Host) -> PeerSpec {
+    let i = &h.info;
+    PeerSpec {
+        host_id: i.id.clone(),
+        ip: i.ip.to_string(),
+        hostname: i.hostname.clone(),
+        cluster: i.cluster.clone(),
+        r#type: match i.kind {
+            HostKind::Seed => PeerType::Seed,
+            HostKind::Normal => PeerType::Normal,
+        },
+        disable_shared: i.disable_shared,
+        idc: i.idc.clone(),
+        location: i.location.clone(),
+    }
+}
+
+fn status_of(h: &Host) -> serde_json::Value {
+    let s = h.stats.lock().clone();
+    json!({
+        "diskTotalBytes": s.disk_total_bytes,
+        "diskUsedBytes": s.disk_used_bytes,
+        "uploadBytes": s.upload_bytes,
+        "downloadBytes": s.download_bytes,
+        "tasks": s.task_count,
+    })
+}
+
+impl PeerManager {
+    pub fn new(client: Client, core: Arc<Scheduler>, write_interval: Duration) -> Self {
+        Self {
+            api: Api::all(client),
+            core,
+            write_interval,
+            written: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            if let Err(e) = self.sync().await {
+                tracing::warn!(error = %e, "Peer sync failed; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn sync(&mut self) -> Result<(), kube::Error> {
+        let existing = self
+            .api
+            .list(&ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER}")))
+            .await?;
+        let refresh: HashMap<String, String> = existing
+            .items
+            .iter()
+            .filter_map(|p| {
+                p.annotations()
+                    .get(REFRESH)
+                    .map(|v| (p.name_any(), v.clone()))
+            })
+            .collect();
+        let hosts = self.core.hosts();
+        let mut live = std::collections::HashSet::new();
+        for h in &hosts {
+            let name = peer_name(&h.info.id);
+            live.insert(name.clone());
+            let spec = spec_of(h);
+            let mut status = status_of(h);
+            let asked = refresh.get(&name).cloned();
+            let (spec_changed, status_due) = match self.written.get(&name) {
+                None => (true, true),
+                Some(w) => (
+                    w.spec != spec || w.refresh != asked,
+                    w.status != status && w.at.elapsed() >= self.write_interval,
+                ),
+            };
+            if !spec_changed && !status_due {
+                continue;
+            }
+            let seen = SystemTime::now() - h.announced_at.lock().elapsed();
+            status["lastSeen"] = json!(humantime::format_rfc3339_seconds(seen).to_string());
+            let mut peer = Peer::new(&name, spec.clone());
+            peer.labels_mut()
+                .insert(MANAGED_BY.to_string(), MANAGER.to_string());
+            let pp = PatchParams::apply(MANAGER).force();
+            self.api.patch(&name, &pp, &Patch::Apply(&peer)).await?;
+            let body = json!({
+                "apiVersion": "darter.dev/v1alpha1",
+                "kind": "Peer",
+                "status": status,
+            });
+            self.api
+                .patch_status(&name, &pp, &Patch::Apply(&body))
+                .await?;
+            status.as_object_mut().map(|o| o.remove("lastSeen"));
+            self.written.insert(
+                name,
+                Written {
+                    spec,
+                    status,
+                    at: Instant::now(),
+                    refresh: asked,
+                },
+            );
+        }
+        for p in existing.items {
+            let name = p.name_any();
+            if !live.contains(&name) {
+                tracing::info!(peer = %name, "host gone; deleting its Peer");
+                self.api.delete(&name, &DeleteParams::default()).await?;
+                self.written.remove(&name);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_name;
+
+    #[test]
+    fn host_ids_become_object_names() {
+        assert_eq!(peer_name("10.0.0.1-Node_A"), "10.0.0.1-node-a");
+        assert_eq!(peer_name("fd00::1-x"), "fd00--1-x");
+    }
+}
