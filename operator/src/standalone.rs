@@ -1,9 +1,8 @@
 //! The scheduler without Kubernetes: one cluster whose settings come from a
 //! YAML file, for local use, the swarm and benchmarks.
 
-use crate::scheduler::service::SchedulerService;
+use crate::scheduler::service::{SchedulerService, serve};
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use darter_proto::scheduler::v1::scheduler_server::SchedulerServer;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -127,37 +126,12 @@ pub async fn run(
             addr: cfg.listen,
             source,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StandaloneError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
-    let core = Arc::new(Scheduler::new(cfg.scheduling.clone()));
-    let mut svc = SchedulerService::new(core.clone());
+    let mut svc = SchedulerService::new(Arc::new(Scheduler::new(cfg.scheduling.clone())));
     svc.announce_interval = cfg.announce_interval;
     svc.retry_interval = cfg.retry_interval;
     svc.cluster = cfg.cluster.clone();
     *svc.clusters.write() = crate::scheduler::clusters::ClusterMatcher::new(
         cfg.clusters.iter().map(|c| (c.name.as_str(), &c.spec)),
     )?;
-    let gc_core = core.clone();
-    let gc = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(cfg.gc_interval);
-        loop {
-            tick.tick().await;
-            gc_core.gc();
-        }
-    });
-    println!("listening on {addr}");
-    tracing::info!(%addr, cluster = %cfg.cluster, "scheduler serving");
-    let served = server
-        .add_service(SchedulerServer::new(svc))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await;
-    gc.abort();
-    Ok(served?)
+    Ok(serve(server, listener, svc, cfg.gc_interval, shutdown).await?)
 }

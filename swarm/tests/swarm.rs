@@ -128,7 +128,15 @@ async fn cold_start_costs_the_origin_one_copy_and_leeches_never_serve() {
     let len = 24 * MIB + 7;
     let sha = n.put("blob", len);
     n.origin.reset_counters();
-    let stats = n.get_all("blob", &sha, &[0, 1, 2, 3]).await;
+    // The leech joins a moment later: a leech that registers first is sent to
+    // the origin and, serving nobody, cannot spare the next peer a second copy.
+    let leech_get = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        n.get_all("blob", &sha, &[leech]).await
+    };
+    let (mut stats, late) = tokio::join!(n.get_all("blob", &sha, &[0, 1, 2]), leech_get);
+    stats.extend(late);
+    assert_eq!(stats[3].origin_bytes, 0, "the leech fetched from peers");
     let origin = n.origin.bytes_sent();
     assert!(
         origin as f64 <= 1.05 * len as f64,

@@ -6,10 +6,9 @@
 pub mod peers;
 
 use crate::scheduler::clusters::ClusterMatcher;
-use crate::scheduler::service::SchedulerService;
+use crate::scheduler::service::{SchedulerService, serve};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use darter_crds::Cluster;
-use darter_proto::scheduler::v1::scheduler_server::SchedulerServer;
 use futures::StreamExt;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -108,38 +107,14 @@ pub async fn run(
             addr: cfg.listen,
             source,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| OperatorError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
     let core = Arc::new(Scheduler::new(cfg.scheduling.clone()));
     let mut svc = SchedulerService::new(core.clone());
     svc.cluster = cfg.fallback_cluster.clone();
     svc.retry_interval = cfg.retry_interval;
     svc.announce_interval = cfg.announce_interval;
-    let matcher = svc.clusters.clone();
-    tokio::spawn(watch_clusters(client.clone(), matcher));
-    tokio::spawn(
-        peers::PeerManager::new(client.clone(), core.clone(), cfg.peer_write_interval).run(),
-    );
-    let gc_core = core.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            tick.tick().await;
-            gc_core.gc();
-        }
-    });
-    println!("listening on {addr}");
-    tracing::info!(%addr, "operator serving the scheduler");
-    tonic::transport::Server::builder()
-        .add_service(SchedulerServer::new(svc))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await?;
-    Ok(())
+    tokio::spawn(watch_clusters(client.clone(), svc.clusters.clone()));
+    let peers = peers::PeerManager::new(client.clone(), core, cfg.peer_write_interval);
+    tokio::spawn(peers.run());
+    let server = tonic::transport::Server::builder();
+    Ok(serve(server, listener, svc, Duration::from_secs(30), shutdown).await?)
 }

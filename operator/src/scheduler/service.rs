@@ -341,3 +341,38 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         }))
     }
 }
+
+/// Serves `svc` on `listener` with `server` (TLS or not), printing
+/// `listening on ADDR` for scripts and collecting garbage every
+/// `gc_interval`, until `shutdown` resolves. Both the standalone and the
+/// Kubernetes mode run the scheduler through this.
+pub async fn serve(
+    server: tonic::transport::Server,
+    listener: tokio::net::TcpListener,
+    svc: SchedulerService,
+    gc_interval: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let core = svc.core.clone();
+    let gc = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(gc_interval);
+        loop {
+            tick.tick().await;
+            core.gc();
+        }
+    });
+    if let Ok(addr) = listener.local_addr() {
+        println!("listening on {addr}");
+        tracing::info!(%addr, "scheduler serving");
+    }
+    let mut server = server;
+    let served = server
+        .add_service(pb::scheduler_server::SchedulerServer::new(svc))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    gc.abort();
+    served
+}
