@@ -75,7 +75,9 @@ kind: Cluster
 metadata: {name: west}
 spec: {isDefault: true, scopes: {cidrs: ["127.0.1.3/32"]}}
 YAML
+HEALTH="http://127.0.0.1:$(free_port)"
 "$BIN/darter-operator" run --listen 127.0.0.1:0 --peer-write-interval 1s --announce-interval 2s \
+  --health-listen "${HEALTH#http://}" \
   >"$WORK/operator.out" 2>"$WORK/operator.log" &
 OPERATOR_PID=$!
 trap 'kill $OPERATOR_PID ${AGENT_PIDS:-} 2>/dev/null || true; cluster_down; rm -rf "$WORK"' EXIT
@@ -102,6 +104,11 @@ wait_for "agent-0 in east" is_cluster 0 east
 wait_for "agent-1 in east" is_cluster 1 east
 wait_for "agent-2 in west" is_cluster 2 west
 kubectl get peers
+curl -sf "$HEALTH/healthz" >/dev/null && ok "/healthz" || bad "/healthz"
+curl -sf "$HEALTH/readyz" >/dev/null && ok "/readyz (Cluster objects read)" || bad "/readyz"
+wait_for "/metrics counts the 3 hosts" bash -c "curl -sf $HEALTH/metrics | grep -qx 'darter_scheduler_hosts 3'"
+curl -sf "$HEALTH/metrics" | grep -q '^darter_operator_peer_writes_total [1-9]' \
+  && ok "/metrics counts Peer writes" || bad "/metrics: $(curl -s "$HEALTH/metrics")"
 
 echo "== a swarm download through the operator's scheduler"
 source scripts/lib/nginx.sh

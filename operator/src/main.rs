@@ -38,6 +38,9 @@ enum Cmd {
         /// Pause between scheduling rounds while a peer waits for a parent.
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         retry_interval: std::time::Duration,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        health_listen: std::net::SocketAddr,
     },
     /// Run the scheduler without Kubernetes (one cluster, settings from YAML).
     Scheduler {
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             peer_write_interval,
             announce_interval,
             retry_interval,
+            health_listen,
         } => {
             let cfg = darter_operator::k8s::RunConfig {
                 listen,
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
                 scheduling: Default::default(),
                 retry_interval,
                 announce_interval,
+                health_listen,
             };
             let rt = tokio::runtime::Runtime::new().context("cannot start runtime")?;
             rt.block_on(darter_operator::k8s::run(cfg, async {

@@ -3,6 +3,7 @@
 //! `Cluster` objects (agents move on their next announce when scopes change)
 //! and a Peer manager that mirrors announced hosts into `Peer` objects.
 
+pub mod health;
 pub mod peers;
 
 use crate::scheduler::clusters::ClusterMatcher;
@@ -45,11 +46,17 @@ pub struct RunConfig {
     pub scheduling: SchedulerConfig,
     pub retry_interval: Duration,
     pub announce_interval: Duration,
+    /// `/healthz`, `/readyz` and `/metrics`.
+    pub health_listen: SocketAddr,
 }
 
 /// Keeps the scheduler's cluster scopes equal to the Cluster objects. A watch
 /// that breaks (API server restart) is resumed by the watcher with backoff.
-async fn watch_clusters(client: Client, matcher: Arc<RwLock<ClusterMatcher>>) {
+async fn watch_clusters(
+    client: Client,
+    matcher: Arc<RwLock<ClusterMatcher>>,
+    health: Arc<health::Health>,
+) {
     let api: Api<Cluster> = Api::all(client);
     let mut specs: BTreeMap<String, darter_crds::ClusterSpec> = BTreeMap::new();
     let stream =
@@ -84,6 +91,10 @@ async fn watch_clusters(client: Client, matcher: Arc<RwLock<ClusterMatcher>>) {
         match ClusterMatcher::new(specs.iter().map(|(n, s)| (n.as_str(), s))) {
             Ok(m) => {
                 *matcher.write() = m;
+                health.metrics.cluster_updates.inc();
+                health
+                    .ready
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(clusters = specs.len(), "cluster scopes updated");
             }
             Err(e) => {
@@ -112,8 +123,20 @@ pub async fn run(
     svc.cluster = cfg.fallback_cluster.clone();
     svc.retry_interval = cfg.retry_interval;
     svc.announce_interval = cfg.announce_interval;
-    tokio::spawn(watch_clusters(client.clone(), svc.clusters.clone()));
-    let peers = peers::PeerManager::new(client.clone(), core, cfg.peer_write_interval);
+    let health = health::Health::new(core.clone());
+    let health_addr = cfg.health_listen;
+    let h = health.clone();
+    tokio::spawn(async move {
+        if let Err(e) = health::serve(health_addr, h).await {
+            tracing::error!(addr = %health_addr, error = %e, "health endpoints stopped");
+        }
+    });
+    tokio::spawn(watch_clusters(
+        client.clone(),
+        svc.clusters.clone(),
+        health.clone(),
+    ));
+    let peers = peers::PeerManager::new(client.clone(), core, cfg.peer_write_interval, health);
     tokio::spawn(peers.run());
     let server = tonic::transport::Server::builder();
     Ok(serve(server, listener, svc, Duration::from_secs(30), shutdown).await?)

@@ -28,6 +28,7 @@ struct Written {
 
 pub struct PeerManager {
     api: Api<Peer>,
+    health: Arc<super::health::Health>,
     core: Arc<Scheduler>,
     write_interval: Duration,
     written: HashMap<String, Written>,
@@ -81,9 +82,15 @@ fn status_of(h: &Host) -> serde_json::Value {
 }
 
 impl PeerManager {
-    pub fn new(client: Client, core: Arc<Scheduler>, write_interval: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        core: Arc<Scheduler>,
+        write_interval: Duration,
+        health: Arc<super::health::Health>,
+    ) -> Self {
         Self {
             api: Api::all(client),
+            health,
             core,
             write_interval,
             written: HashMap::new(),
@@ -146,6 +153,7 @@ impl PeerManager {
             self.api
                 .patch_status(&name, &pp, &Patch::Apply(&body))
                 .await?;
+            self.health.metrics.peer_writes.inc();
             status.as_object_mut().map(|o| o.remove("lastSeen"));
             self.written.insert(
                 name,
@@ -162,6 +170,7 @@ impl PeerManager {
             if !live.contains(&name) {
                 tracing::info!(peer = %name, "host gone; deleting its Peer");
                 self.api.delete(&name, &DeleteParams::default()).await?;
+                self.health.metrics.peer_deletes.inc();
                 self.written.remove(&name);
             }
         }
