@@ -76,14 +76,21 @@ metadata: {name: west}
 spec: {isDefault: true, scopes: {cidrs: ["127.0.1.3/32"]}}
 YAML
 HEALTH="http://127.0.0.1:$(free_port)"
-"$BIN/darter-operator" run --listen 127.0.0.1:0 --peer-write-interval 1s --announce-interval 2s \
-  --health-listen "${HEALTH#http://}" \
-  >"$WORK/operator.out" 2>"$WORK/operator.log" &
+HEALTH_B="http://127.0.0.1:$(free_port)"
+SCHED="127.0.0.1:$(free_port)"
+# Two replicas, one Lease: only the holder binds the scheduler port.
+run_operator() { # HEALTH_URL LOG
+  "$BIN/darter-operator" run --listen "$SCHED" --peer-write-interval 1s --announce-interval 2s \
+    --lease-duration 4s --health-listen "${1#http://}" >"$2.out" 2>"$2.log" &
+}
+run_operator "$HEALTH" "$WORK/operator"
 OPERATOR_PID=$!
-trap 'kill $OPERATOR_PID ${AGENT_PIDS:-} 2>/dev/null || true; cluster_down; rm -rf "$WORK"' EXIT
+trap 'kill $OPERATOR_PID ${OPERATOR_B_PID:-} ${AGENT_PIDS:-} 2>/dev/null || true; cluster_down; rm -rf "$WORK"' EXIT
 for _ in $(seq 60); do grep -q "listening on" "$WORK/operator.out" && break; sleep 0.5; done
-SCHED=$(sed -n 's/^listening on //p' "$WORK/operator.out")
-[ -n "$SCHED" ] && ok "operator serving the scheduler on $SCHED" || { bad "operator did not start"; tail "$WORK/operator.log"; }
+grep -q "listening on $SCHED" "$WORK/operator.out" && ok "operator leads and serves the scheduler on $SCHED" \
+  || { bad "operator did not start"; tail "$WORK/operator.log"; }
+run_operator "$HEALTH_B" "$WORK/operator-b"
+OPERATOR_B_PID=$!
 AGENT_PIDS=""
 for i in 0 1 2; do
   mkdir -p "$WORK/agent-$i"
@@ -131,6 +138,21 @@ served=$(awk '{s += $1} END {print s + 0}' "$WORK/origin-bytes.log")
 
 kubectl patch dcl east --type merge -p '{"spec":{"scopes":{"hostnames":["^agent-0$"]}}}' >/dev/null
 wait_for "a scope change moves agent-1 to the default cluster on its next announce" is_cluster 1 west
+echo "== leader election: the standby waits, then takes over"
+for _ in $(seq 20); do curl -sf "$HEALTH_B/healthz" >/dev/null && break; sleep 0.5; done
+curl -sf "$HEALTH_B/healthz" >/dev/null && ok "standby replica alive" || bad "standby /healthz"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$HEALTH_B/readyz")
+[ "$code" = 503 ] && ok "standby not ready while the other leads" || bad "standby /readyz $code"
+grep -q "another replica leads" "$WORK/operator-b.log" && ok "standby waits for the Lease" || bad "standby log: $(tail -3 "$WORK/operator-b.log")"
+kill -9 "$OPERATOR_PID"; wait "$OPERATOR_PID" 2>/dev/null || true
+wait_for "standby took the Lease and serves the scheduler" grep -q "listening on $SCHED" "$WORK/operator-b.out"
+wait_for "agents re-announced to the new leader" bash -c "curl -sf $HEALTH_B/metrics | grep -Eqx 'darter_scheduler_hosts [3-9]'"
+"$BIN/darter" --storage-dir "$WORK/agent-0/storage" get "http://127.0.0.1:$NGINX_PORT/blob" --piece-length 4MiB \
+  -O "$WORK/again" 2>"$WORK/again.log" && grep -q "cache hit" "$WORK/again.log" \
+  && ok "agents kept what they hold through the operator failover" || bad "after failover: $(cat "$WORK/again.log")"
+HEALTH=$HEALTH_B
+OPERATOR_PID=$OPERATOR_B_PID
+
 echo "== API server restart with the operator running"
 apiserver_restart
 kubectl patch dcl west --type merge -p '{"spec":{"scopes":{"cidrs":["127.0.1.2/32","127.0.1.3/32"]}}}' >/dev/null

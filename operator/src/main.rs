@@ -41,6 +41,12 @@ enum Cmd {
         /// Address of /healthz, /readyz and /metrics.
         #[arg(long, default_value = "0.0.0.0:8080")]
         health_listen: std::net::SocketAddr,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// How long the Lease holds without renewal (failover time).
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        lease_duration: std::time::Duration,
     },
     /// Run the scheduler without Kubernetes (one cluster, settings from YAML).
     Scheduler {
@@ -69,6 +75,8 @@ fn main() -> anyhow::Result<()> {
             announce_interval,
             retry_interval,
             health_listen,
+            lease_namespace,
+            lease_duration,
         } => {
             let cfg = darter_operator::k8s::RunConfig {
                 listen,
@@ -78,6 +86,8 @@ fn main() -> anyhow::Result<()> {
                 retry_interval,
                 announce_interval,
                 health_listen,
+                lease_namespace,
+                lease_duration,
             };
             let rt = tokio::runtime::Runtime::new().context("cannot start runtime")?;
             rt.block_on(darter_operator::k8s::run(cfg, async {

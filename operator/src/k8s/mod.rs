@@ -4,6 +4,7 @@
 //! and a Peer manager that mirrors announced hosts into `Peer` objects.
 
 pub mod health;
+pub mod leader;
 pub mod peers;
 
 use crate::scheduler::clusters::ClusterMatcher;
@@ -32,6 +33,8 @@ pub enum OperatorError {
     },
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("lost the leader Lease; stopping so only one replica acts")]
+    LostLeadership,
 }
 
 /// `darter-operator run` settings (flags).
@@ -48,6 +51,10 @@ pub struct RunConfig {
     pub announce_interval: Duration,
     /// `/healthz`, `/readyz` and `/metrics`.
     pub health_listen: SocketAddr,
+    /// Namespace of the leader Lease.
+    pub lease_namespace: String,
+    /// How long a Lease holds without renewal.
+    pub lease_duration: Duration,
 }
 
 /// Keeps the scheduler's cluster scopes equal to the Cluster objects. A watch
@@ -112,17 +119,8 @@ pub async fn run(
     let client = Client::try_default().await?;
     // Fail fast, with the API server's own message, when it is unreachable.
     client.apiserver_version().await?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| OperatorError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
     let core = Arc::new(Scheduler::new(cfg.scheduling.clone()));
-    let mut svc = SchedulerService::new(core.clone());
-    svc.cluster = cfg.fallback_cluster.clone();
-    svc.retry_interval = cfg.retry_interval;
-    svc.announce_interval = cfg.announce_interval;
+    // Health first: a replica waiting for the Lease is alive but not ready.
     let health = health::Health::new(core.clone());
     let health_addr = cfg.health_listen;
     let h = health.clone();
@@ -131,6 +129,30 @@ pub async fn run(
             tracing::error!(addr = %health_addr, error = %e, "health endpoints stopped");
         }
     });
+    let identity = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into()),
+        std::process::id()
+    );
+    let election = leader::LeaderElection::new(
+        client.clone(),
+        &cfg.lease_namespace,
+        "darter-operator",
+        identity,
+        cfg.lease_duration,
+    );
+    election.acquire().await;
+    tracing::info!(identity = %election.identity(), "leading");
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| OperatorError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let mut svc = SchedulerService::new(core.clone());
+    svc.cluster = cfg.fallback_cluster.clone();
+    svc.retry_interval = cfg.retry_interval;
+    svc.announce_interval = cfg.announce_interval;
     tokio::spawn(watch_clusters(
         client.clone(),
         svc.clusters.clone(),
@@ -139,5 +161,8 @@ pub async fn run(
     let peers = peers::PeerManager::new(client.clone(), core, cfg.peer_write_interval, health);
     tokio::spawn(peers.run());
     let server = tonic::transport::Server::builder();
-    Ok(serve(server, listener, svc, Duration::from_secs(30), shutdown).await?)
+    tokio::select! {
+        served = serve(server, listener, svc, Duration::from_secs(30), shutdown) => Ok(served?),
+        () = election.keep() => Err(OperatorError::LostLeadership),
+    }
 }
