@@ -110,6 +110,11 @@ wait_for "three agents became Peers" bash -c '[ "$(kubectl get peers --no-header
 wait_for "agent-0 in east" is_cluster 0 east
 wait_for "agent-1 in east" is_cluster 1 east
 wait_for "agent-2 in west" is_cluster 2 west
+cluster_peers() { [ "$(kubectl get dcl "$1" -o jsonpath='{.status.peers}')" = "$2" ]; }
+wait_for "Cluster status counts east's 2 peers" cluster_peers east 2
+wait_for "Cluster status counts west's 1 peer" cluster_peers west 1
+kubectl get dcl -o wide | grep -q 'east.*True' && ok "kubectl get dcl shows Ready" || bad "dcl: $(kubectl get dcl)"
+kubectl get dcl
 kubectl get peers
 curl -sf "$HEALTH/healthz" >/dev/null && ok "/healthz" || bad "/healthz"
 curl -sf "$HEALTH/readyz" >/dev/null && ok "/readyz (Cluster objects read)" || bad "/readyz"

@@ -28,6 +28,11 @@ struct Written {
 
 pub struct PeerManager {
     api: Api<Peer>,
+    clusters: Api<darter_crds::Cluster>,
+    /// Cluster status last written: (generation, peers, seed peers).
+    cluster_counts: HashMap<String, (i64, u32, u32)>,
+    /// When each Cluster became Ready (kept across count changes).
+    ready_since: HashMap<String, String>,
     health: Arc<super::health::Health>,
     core: Arc<Scheduler>,
     write_interval: Duration,
@@ -89,7 +94,10 @@ impl PeerManager {
         health: Arc<super::health::Health>,
     ) -> Self {
         Self {
-            api: Api::all(client),
+            api: Api::all(client.clone()),
+            clusters: Api::all(client),
+            cluster_counts: HashMap::new(),
+            ready_since: HashMap::new(),
             health,
             core,
             write_interval,
@@ -165,6 +173,7 @@ impl PeerManager {
                 },
             );
         }
+        self.sync_cluster_status(&hosts).await?;
         for p in existing.items {
             let name = p.name_any();
             if !live.contains(&name) {
@@ -173,6 +182,57 @@ impl PeerManager {
                 self.health.metrics.peer_deletes.inc();
                 self.written.remove(&name);
             }
+        }
+        Ok(())
+    }
+}
+
+impl PeerManager {
+    /// Cluster status: live peer and seed-peer counts, `observedGeneration`
+    /// and a Ready condition, written by server-side apply when they change.
+    async fn sync_cluster_status(&mut self, hosts: &[Arc<Host>]) -> Result<(), kube::Error> {
+        let mut counts: HashMap<&str, (u32, u32)> = HashMap::new();
+        for h in hosts {
+            let c = counts.entry(h.info.cluster.as_str()).or_default();
+            c.0 += 1;
+            if h.info.kind == HostKind::Seed {
+                c.1 += 1;
+            }
+        }
+        for cluster in self.clusters.list(&ListParams::default()).await?.items {
+            let name = cluster.name_any();
+            let generation = cluster.metadata.generation.unwrap_or(0);
+            let (peers, seeds) = counts.get(name.as_str()).copied().unwrap_or_default();
+            if self.cluster_counts.get(&name) == Some(&(generation, peers, seeds)) {
+                continue;
+            }
+            let since = self
+                .ready_since
+                .entry(name.clone())
+                .or_insert_with(|| humantime::format_rfc3339_seconds(SystemTime::now()).to_string())
+                .clone();
+            let body = json!({
+                "apiVersion": "darter.dev/v1alpha1",
+                "kind": "Cluster",
+                "status": {
+                    "observedGeneration": generation,
+                    "peers": peers,
+                    "seedPeers": seeds,
+                    "conditions": [{
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "ScopesLoaded",
+                        "message": "scopes are in use by the scheduler",
+                        "lastTransitionTime": since,
+                        "observedGeneration": generation,
+                    }],
+                },
+            });
+            let pp = PatchParams::apply(MANAGER).force();
+            self.clusters
+                .patch_status(&name, &pp, &Patch::Apply(&body))
+                .await?;
+            self.cluster_counts.insert(name, (generation, peers, seeds));
         }
         Ok(())
     }
