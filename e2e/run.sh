@@ -30,7 +30,7 @@ fi
 for kind in clusters peerpolicies peers preheatjobs taskcaches; do
   kubectl get "$kind" -A >/dev/null 2>&1 && ok "kubectl get $kind" || bad "kubectl get $kind"
 done
-kubectl api-resources --categories darter -o name | sort | tr '\n' ' ' | grep -q "clusters.darter.dev.*taskcaches.darter.dev" \
+kubectl api-resources --categories darter -o name | sort | tr '\n' ' ' | grep -c "clusters.darter.dev.*taskcaches.darter.dev" >/dev/null \
   && ok "category darter lists the resources" || bad "category darter"
 
 echo "== good objects are accepted"
@@ -39,15 +39,15 @@ if out=$(kubectl apply -f e2e/manifests/good.yaml 2>&1); then
 else
   bad "good objects refused: $out"
 fi
-kubectl get dcl east -o jsonpath='{.spec.scopes.cidrs[1]}' | grep -q 'fd00::/64' && ok "Cluster scopes stored" || bad "Cluster scopes"
-kubectl get peers | grep -q 'node-east-5.*east.*seed' && ok "kubectl get peers shows printer columns" || bad "peer columns: $(kubectl get peers)"
+kubectl get dcl east -o jsonpath='{.spec.scopes.cidrs[1]}' | grep -c 'fd00::/64' >/dev/null && ok "Cluster scopes stored" || bad "Cluster scopes"
+kubectl get peers | grep -c 'node-east-5.*east.*seed' >/dev/null && ok "kubectl get peers shows printer columns" || bad "peer columns: $(kubectl get peers)"
 
 echo "== bad objects are refused, naming the field"
 while IFS=$'\t' read -r want obj; do
   case "$want" in ''|'#'*) continue ;; esac
   if out=$(echo "$obj" | kubectl apply -f - 2>&1); then
     bad "accepted: $obj"
-  elif echo "$out" | grep -qF "$want"; then
+  elif echo "$out" | grep -cF "$want" >/dev/null; then
     ok "refused ($want)"
   else
     bad "refused without naming $want: $out"
@@ -56,7 +56,7 @@ done < e2e/manifests/bad.tsv
 
 echo "== API server restart"
 apiserver_restart
-kubectl get peerpolicy leech-builders -o jsonpath='{.spec.uploadRateLimit}' | grep -q '100MiB/s' \
+kubectl get peerpolicy leech-builders -o jsonpath='{.spec.uploadRateLimit}' | grep -c '100MiB/s' >/dev/null \
   && ok "objects survive an API server restart" || bad "objects lost after restart"
 
 echo "== operator: agents join Clusters by scope, Peers mirror them"
@@ -113,13 +113,13 @@ wait_for "agent-2 in west" is_cluster 2 west
 cluster_peers() { [ "$(kubectl get dcl "$1" -o jsonpath='{.status.peers}')" = "$2" ]; }
 wait_for "Cluster status counts east's 2 peers" cluster_peers east 2
 wait_for "Cluster status counts west's 1 peer" cluster_peers west 1
-kubectl get dcl -o wide | grep -q 'east.*True' && ok "kubectl get dcl shows Ready" || bad "dcl: $(kubectl get dcl)"
+kubectl get dcl -o wide | grep -c 'east.*True' >/dev/null && ok "kubectl get dcl shows Ready" || bad "dcl: $(kubectl get dcl)"
 kubectl get dcl
 kubectl get peers
 curl -sf "$HEALTH/healthz" >/dev/null && ok "/healthz" || bad "/healthz"
 curl -sf "$HEALTH/readyz" >/dev/null && ok "/readyz (Cluster objects read)" || bad "/readyz"
-wait_for "/metrics counts the 3 hosts" bash -c "curl -sf $HEALTH/metrics | grep -qx 'darter_scheduler_hosts 3'"
-curl -sf "$HEALTH/metrics" | grep -q '^darter_operator_peer_writes_total [1-9]' \
+wait_for "/metrics counts the 3 hosts" bash -c "curl -sf $HEALTH/metrics | grep -cx 'darter_scheduler_hosts 3' >/dev/null"
+curl -sf "$HEALTH/metrics" | grep -c '^darter_operator_peer_writes_total [1-9]' >/dev/null \
   && ok "/metrics counts Peer writes" || bad "/metrics: $(curl -s "$HEALTH/metrics")"
 
 echo "== a swarm download through the operator's scheduler"
