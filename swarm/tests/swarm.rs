@@ -212,11 +212,10 @@ fn content_file(n: &Net, i: usize, task: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_serving_corrupt_bytes_is_caught_and_avoided() {
-    let n = net(3, |_| AgentOptions::default(), None).await;
+    let n = net(2, |_| AgentOptions::default(), None).await;
     let len = 8 * MIB;
     let sha = n.put("blob", len);
     let s0 = n.get_all("blob", &sha, &[0]).await.remove(0);
-    n.get_all("blob", &sha, &[1]).await;
     // Every piece agent 0 holds rots on disk (its records keep the old CRCs).
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -226,14 +225,15 @@ async fn a_parent_serving_corrupt_bytes_is_caught_and_avoided() {
         f.write_all_at(b"rot", p * MIB as u64 + 100).unwrap();
     }
     n.origin.reset_counters();
-    let s2 = n.get_all("blob", &sha, &[2]).await.remove(0);
-    assert_eq!(s2.peer_bytes, len as u64, "{s2:?}");
+    // Agent 1's only parent is agent 0: it must notice, drop it and get the
+    // pieces elsewhere (here the origin); the digest check proves the bytes.
+    let s1 = n.get_all("blob", &sha, &[1]).await.remove(0);
+    assert!(s1.origin_bytes > 0, "{s1:?}");
     assert_eq!(
-        n.origin.bytes_sent(),
-        0,
-        "every piece came from the good parent"
+        std::fs::read(n.work().join("out-blob-1")).unwrap().len(),
+        len
     );
-    let log = n.log(2);
+    let log = n.log(1);
     assert!(
         log.contains("is corrupt") && log.contains("dropping parent"),
         "{log}"
