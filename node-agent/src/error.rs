@@ -50,14 +50,33 @@ pub enum Error {
         piece: u32,
         detail: String,
     },
-    #[error("peer {parent} refused piece {piece}: {detail}")]
+    #[error("peer {parent} refused piece {piece}: {reason}")]
     PeerRefused {
         parent: String,
         piece: u32,
-        detail: String,
+        reason: Refusal,
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+/// Why a parent did not send a piece; the downloader acts on the kind.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refusal {
+    /// It does not share at all: drop it.
+    #[error("leech mode")]
+    Leech,
+    /// All its upload slots are taken: ask again shortly.
+    #[error("no free upload slot")]
+    Busy,
+    /// It holds the piece back while spreading it: get it elsewhere for now.
+    #[error("piece is being spread; ask another parent")]
+    Spreading,
+    /// It does not hold the piece (any more).
+    #[error("piece not held")]
+    NotHeld,
+    #[error("{0}")]
+    Other(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,7 +6,7 @@
 //! gone and no parent is left.
 
 use super::{DownloadRequest, DownloadStats, Engine, Progress, Start, TaskCtx};
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::peer::pool::PeerPool;
 use crate::peer::tcp::Fetch;
 use crate::storage::PieceMeta;
@@ -152,7 +152,7 @@ async fn sync(
 /// Whether a failed fetch says the parent is bad (rather than busy or behind).
 fn parent_at_fault(e: &Error) -> bool {
     match e {
-        Error::PeerRefused { detail, .. } => detail.contains("leech"),
+        Error::PeerRefused { reason, .. } => *reason == Refusal::Leech,
         _ => true,
     }
 }
@@ -429,15 +429,18 @@ impl<'e, 'a> P2p<'e, 'a> {
                     }
                     Err(e) => {
                         tracing::debug!(task = self.id, parent, piece = number, error = %e, "piece not served");
-                        if let Some(p) = self.parents.get_mut(&parent) {
-                            let why = e.to_string();
-                            if why.contains("not held") {
-                                p.have.remove(&number);
-                            } else if why.contains("being spread") {
-                                p.have.remove(&number);
-                                p.deferred.push((Instant::now() + DEFER, number));
-                            } else {
-                                p.busy_until = Some(Instant::now() + BUSY_PAUSE);
+                        if let (Some(p), Error::PeerRefused { reason, .. }) =
+                            (self.parents.get_mut(&parent), &e)
+                        {
+                            match reason {
+                                Refusal::NotHeld => {
+                                    p.have.remove(&number);
+                                }
+                                Refusal::Spreading => {
+                                    p.have.remove(&number);
+                                    p.deferred.push((Instant::now() + DEFER, number));
+                                }
+                                _ => p.busy_until = Some(Instant::now() + BUSY_PAUSE),
                             }
                         }
                     }

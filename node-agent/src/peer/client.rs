@@ -2,7 +2,7 @@
 
 use super::{corrupt, finish_piece};
 use crate::engine::sink::PieceSink;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::storage::PieceMeta;
 use darter_common::PieceRange;
 use darter_proto::peer::v1 as pb;
@@ -24,7 +24,12 @@ pub async fn fetch_piece(
     let refused = |s: tonic::Status| Error::PeerRefused {
         parent: parent.to_string(),
         piece: range.number,
-        detail: s.message().to_string(),
+        reason: match s.code() {
+            tonic::Code::PermissionDenied => Refusal::Leech,
+            tonic::Code::ResourceExhausted => Refusal::Busy,
+            tonic::Code::NotFound => Refusal::NotHeld,
+            _ => Refusal::Other(s.message().to_string()),
+        },
     };
     let mut chunks = client
         .download_piece(pb::DownloadPieceRequest {

@@ -14,7 +14,7 @@
 use super::upload::Uploads;
 use super::{corrupt, finish_piece};
 use crate::engine::sink::PieceSink;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::storage::{PieceMeta, Storage};
 use darter_common::{PieceRange, RateLimiter};
 use std::fs::File;
@@ -238,13 +238,12 @@ pub async fn fetch_piece<S: Conn + ?Sized>(
         return Err(Error::PeerRefused {
             parent: parent.to_string(),
             piece: range.number,
-            detail: match status {
-                REFUSED => "leech mode",
-                BUSY => "no free upload slot",
-                SPREADING => "piece is being spread; ask another parent",
-                _ => "piece not held",
-            }
-            .into(),
+            reason: match status {
+                REFUSED => Refusal::Leech,
+                BUSY => Refusal::Busy,
+                SPREADING => Refusal::Spreading,
+                _ => Refusal::NotHeld,
+            },
         });
     }
     let len = sock.read_u64().await.map_err(io)?;

@@ -144,13 +144,15 @@ pub struct Swarm {
     pub open_timeout: Duration,
 }
 
-fn decision(msg: pb::DownloadResponse, ip_of: impl Fn(&str) -> Option<IpAddr>) -> Option<Decision> {
+/// A scheduler answer as the engine uses it (parents with unusable
+/// addresses are skipped).
+fn decision(msg: pb::DownloadResponse) -> Option<Decision> {
     Some(match msg.decision? {
         PbDecision::Parents(p) => Decision::Parents(
             p.parents
                 .into_iter()
                 .filter_map(|p| {
-                    let ip = ip_of(&p.ip)?;
+                    let ip: IpAddr = p.ip.parse().ok()?;
                     Some(ParentAddr {
                         grpc: SocketAddr::new(ip, u16::try_from(p.upload_port).ok()?),
                         data: SocketAddr::new(ip, u16::try_from(p.data_port).ok()?),
@@ -237,7 +239,7 @@ impl Swarm {
             loop {
                 match stream.next().await {
                     Some(Ok(msg)) => {
-                        if let Some(d) = decision(msg, |ip| ip.parse().ok()) {
+                        if let Some(d) = decision(msg) {
                             return Ok((stream, d));
                         }
                     }
@@ -258,7 +260,7 @@ impl Swarm {
             let reason = loop {
                 match stream.next().await {
                     Some(Ok(msg)) => {
-                        if let Some(d) = decision(msg, |ip| ip.parse().ok())
+                        if let Some(d) = decision(msg)
                             && events.send(Event::Decision(d)).is_err()
                         {
                             return;
