@@ -170,12 +170,29 @@ async fn serve_conn<S: SendRange>(
             sock.write_all(&[NOT_FOUND]).await?;
             continue;
         };
-        let finished = storage
-            .metadata
-            .task(&task_id)
-            .ok()
-            .flatten()
-            .is_some_and(|t| t.state == crate::storage::TaskState::Succeeded);
+        // Only an origin piece of a task still downloading here can be held
+        // back; the task record is read just for those, and before queueing
+        // for a slot, so a child is not made to wait only to hear "spreading".
+        let from_origin = piece.source == crate::storage::PieceSource::Origin;
+        let finished = || {
+            storage
+                .metadata
+                .task(&task_id)
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.state == crate::storage::TaskState::Succeeded)
+        };
+        let limited = !urgent && from_origin && uploads.limits_copies() && {
+            let done = finished();
+            if done {
+                uploads.forget_task(&task_id);
+            }
+            !done
+        };
+        if limited && uploads.held_back(&task_id, number) {
+            sock.write_all(&[SPREADING]).await?;
+            continue;
+        }
         // An urgent child has nothing else to fetch: it does not queue.
         let slot = if urgent {
             None
@@ -188,8 +205,7 @@ async fn serve_conn<S: SendRange>(
                 }
             }
         };
-        let from_origin = piece.source == crate::storage::PieceSource::Origin;
-        if !urgent && !uploads.may_serve(&task_id, number, finished, from_origin) {
+        if limited && !uploads.count_copy(&task_id, number) {
             sock.write_all(&[SPREADING]).await?;
             continue;
         }

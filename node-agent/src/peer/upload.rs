@@ -42,28 +42,30 @@ impl Uploads {
         self
     }
 
-    /// Whether piece `number` of a task may be served now, counting it if so.
-    /// While this agent is still fetching the task from the origin, every
-    /// child wants the newest pieces, and serving each of them to all children
-    /// would spend this agent's upload on copies the children could get from
-    /// each other: so each origin piece goes to a few children first. Pieces
-    /// that came from peers are served freely (their spread doubles the
-    /// holders each round).
-    pub fn may_serve(
-        &self,
-        task_id: &str,
-        number: u32,
-        task_finished: bool,
-        from_origin: bool,
-    ) -> bool {
+    /// Whether copies of origin pieces are limited at all.
+    pub fn limits_copies(&self) -> bool {
+        self.first_copies > 0
+    }
+
+    /// Whether an origin piece of a task still downloading here is held back
+    /// (its first copies already went out). While this agent fetches the
+    /// task from the origin, every child wants the newest pieces, and serving
+    /// each of them to all children would spend this agent's upload on copies
+    /// the children can get from each other: so each origin piece goes to a
+    /// few children first, who pass it on. Pieces that came from peers, and
+    /// finished tasks, are served freely (the caller checks both).
+    pub fn held_back(&self, task_id: &str, number: u32) -> bool {
+        self.served
+            .lock()
+            .get(task_id)
+            .and_then(|t| t.get(&number))
+            .is_some_and(|n| *n >= self.first_copies)
+    }
+
+    /// Counts one copy of a held-back-able piece; `false` when its copies are
+    /// used up (another child took the last one meanwhile).
+    pub fn count_copy(&self, task_id: &str, number: u32) -> bool {
         let mut served = self.served.lock();
-        if task_finished || self.first_copies == 0 {
-            served.remove(task_id);
-            return true;
-        }
-        if !from_origin {
-            return true;
-        }
         let n = served
             .entry(task_id.to_string())
             .or_default()
@@ -74,6 +76,11 @@ impl Uploads {
         }
         *n += 1;
         true
+    }
+
+    /// Forgets the copy counts of a task that finished here.
+    pub fn forget_task(&self, task_id: &str) {
+        self.served.lock().remove(task_id);
     }
 
     /// The limiter in force now (a rate change applies to the next piece).
