@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.cluster"}"#,
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"Leech","type":"boolean","jsonPath":".spec.disableShared"}"#,
+    printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policy"}"#,
     printcolumn = r#"{"name":"Tasks","type":"integer","jsonPath":".status.tasks"}"#,
     printcolumn = r#"{"name":"Last-Seen","type":"date","jsonPath":".status.lastSeen"}"#
 )]
@@ -36,6 +37,9 @@ pub struct PeerSpec {
     pub r#type: PeerType,
     #[serde(default)]
     pub disable_shared: bool,
+    /// The PeerPolicy governing the agent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idc: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,7 +2,8 @@
 //! leech mode, upload slots, GC watermarks), pushed over the command stream.
 //! When several match, the most specific wins (see `PeerSelector`).
 
-use crate::validation::{CIDR_LIST_RULE, LOCATION_PATTERN, RATE_PATTERN, REGEX_LIST_RULE};
+use crate::cluster::ClusterScopes;
+use crate::validation::RATE_PATTERN;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -50,29 +51,20 @@ pub struct PeerPolicySpec {
     pub gc: Option<GcWatermarks>,
 }
 
+/// Selects agents: every criterion given must match (an agent matches a list
+/// when it matches any entry). Specificity, used to pick the winning policy,
+/// weighs the criteria given: hostnames 16, cidrs 8, idc 4, location 2,
+/// clusters 1.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerSelector {
-    /// Regular expressions matched against agent hostnames.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new(REGEX_LIST_RULE).message("must hold valid regular expressions"))]
-    #[schemars(length(max = 32), inner(length(max = 253)))]
-    pub hostnames: Vec<String>,
-    /// Networks (e.g. 10.0.0.0/8) containing agent IPs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new(CIDR_LIST_RULE).message("must hold CIDRs such as 10.0.0.0/8"))]
-    #[schemars(length(max = 64), inner(length(max = 43)))]
-    pub cidrs: Vec<String>,
+    /// Hostname regexes, CIDRs, IDC and location prefix, as in Cluster scopes.
+    #[serde(flatten)]
+    pub scopes: ClusterScopes,
     /// Clusters (by name) whose agents are selected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub clusters: Vec<String>,
-    /// Data center agents report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idc: Option<String>,
-    /// Location prefix (`eu|fra`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = LOCATION_PATTERN))]
-    pub location: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -41,6 +41,9 @@ enum Cmd {
     Ls,
     /// Remove a task from local storage.
     Rm(TaskRef),
+    /// Show the running daemon's state as YAML: cluster, announces, bytes
+    /// moved, and the settings in force (config plus the operator's PeerPolicy).
+    Status,
     /// Run the node agent: announce to the scheduler, serve pieces to peers,
     /// download through the swarm, and serve `darter get` on a unix socket.
     Daemon(DaemonArgs),
@@ -311,6 +314,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     t.url
                 );
             }
+            Ok(())
+        }
+        Cmd::Status => {
+            let path = cfg.socket_path();
+            let client = crate::daemon::api::Client::connect(&path)
+                .await
+                .with_context(|| format!("no darter daemon listens on {}", path.display()))?;
+            print!("{}", serde_yaml::to_string(&client.status().await?)?);
             Ok(())
         }
         Cmd::Rm(t) => {

@@ -2,6 +2,7 @@
 //! Kubernetes);
 //! controllers and the manager arrive with their issues.
 
+pub mod agents;
 pub mod k8s;
 pub mod scheduler;
 pub mod standalone;

@@ -32,6 +32,8 @@ pub enum StandaloneError {
     },
     #[error("invalid cluster scopes: {0}")]
     Scopes(#[from] crate::scheduler::clusters::ScopeError),
+    #[error("invalid peer policy: {0}")]
+    Policy(#[from] crate::scheduler::policies::PolicyError),
     #[error("TLS: {0}")]
     Tls(#[from] darter_common::TlsError),
     #[error("gRPC server failed: {0}")]
@@ -46,6 +48,14 @@ pub struct NamedCluster {
     pub spec: darter_crds::ClusterSpec,
 }
 
+/// One entry of `peerPolicies`: a PeerPolicy's name and spec, as in the CRD.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedPolicy {
+    pub name: String,
+    pub spec: darter_crds::PeerPolicySpec,
+}
+
 /// `darter-operator scheduler --config FILE`. Every field is optional.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -58,6 +68,9 @@ pub struct StandaloneConfig {
     /// Clusters with scopes, as in the Cluster CRD: agents join the one whose
     /// scopes match them best, and get parents only from their own cluster.
     pub clusters: Vec<NamedCluster>,
+    /// PeerPolicies, as in the CRD: settings pushed to the agents they select
+    /// over the command stream (the most specific wins).
+    pub peer_policies: Vec<NamedPolicy>,
     /// Agents re-announce this often.
     #[serde(with = "humantime_serde")]
     pub announce_interval: Duration,
@@ -80,6 +93,7 @@ impl Default for StandaloneConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8002)),
             cluster: "default".into(),
             clusters: Vec::new(),
+            peer_policies: Vec::new(),
             announce_interval: Duration::from_secs(30),
             retry_interval: Duration::from_millis(500),
             gc_interval: Duration::from_secs(60),
@@ -126,12 +140,24 @@ pub async fn run(
             addr: cfg.listen,
             source,
         })?;
-    let mut svc = SchedulerService::new(Arc::new(Scheduler::new(cfg.scheduling.clone())));
+    let core = Arc::new(Scheduler::new(cfg.scheduling.clone()));
+    let mut svc = SchedulerService::new(core.clone());
     svc.announce_interval = cfg.announce_interval;
     svc.retry_interval = cfg.retry_interval;
     svc.cluster = cfg.cluster.clone();
     *svc.clusters.write() = crate::scheduler::clusters::ClusterMatcher::new(
         cfg.clusters.iter().map(|c| (c.name.as_str(), &c.spec)),
     )?;
-    Ok(serve(server, listener, svc, cfg.gc_interval, shutdown).await?)
+    *svc.policies.write() = crate::scheduler::policies::PolicyMatcher::new(
+        cfg.peer_policies.iter().map(|p| (p.name.as_str(), &p.spec)),
+    )?;
+    let agents = Arc::new(crate::agents::Agents::default());
+    let pusher = Arc::new(crate::agents::push::PolicyPusher::new(
+        agents.clone(),
+        core,
+        svc.policies.clone(),
+        Duration::from_secs(2),
+    ));
+    tokio::spawn(pusher.run());
+    Ok(serve(server, listener, svc, agents, cfg.gc_interval, shutdown).await?)
 }

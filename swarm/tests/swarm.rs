@@ -408,3 +408,75 @@ async fn clusters_split_agents_by_scope_and_keep_traffic_inside() {
     assert_eq!(s3.peer_bytes, len as u64, "{s3:?}");
     assert_eq!(s3.origin_bytes, 0);
 }
+
+/// Polls `agent`'s status until `ok` holds (settings arrive over the command
+/// stream a moment after the agent announces).
+async fn wait_status(
+    a: &AgentProc,
+    within: Duration,
+    ok: impl Fn(&darter_agent::daemon::api::Status) -> bool,
+) -> darter_agent::daemon::api::Status {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let st = a.status().await.unwrap();
+        if ok(&st) {
+            return st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent status never matched: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_policies_reach_agents_at_run_time_and_a_leech_is_never_offered() {
+    let policies = "peerPolicies:\n\
+        - name: gpu-leech\n  spec: {selector: {hostnames: ['^agent-0$']}, disableShared: true, uploadRateLimit: 3MiB/s}\n\
+        - name: everyone\n  spec: {downloadRateLimit: 900MiB/s, gc: {highPercent: 90, lowPercent: 70}}\n";
+    let n = net_with(3, |_| AgentOptions::default(), None, policies).await;
+    // The agents start on their own config; the policies come down the
+    // command stream and apply without a restart.
+    let s0 = wait_status(&n.agents[0], Duration::from_secs(15), |s| {
+        s.settings
+            .as_ref()
+            .is_some_and(|s| s.policy.as_deref() == Some("gpu-leech"))
+    })
+    .await
+    .settings
+    .unwrap();
+    assert!(s0.disable_shared);
+    assert_eq!(s0.upload_rate_limit, ByteRate(3 * MIB as u64));
+    let s1 = wait_status(&n.agents[1], Duration::from_secs(15), |s| {
+        s.settings
+            .as_ref()
+            .is_some_and(|s| s.policy.as_deref() == Some("everyone"))
+    })
+    .await
+    .settings
+    .unwrap();
+    assert!(!s1.disable_shared);
+    assert_eq!(s1.download_rate_limit, ByteRate(900 * MIB as u64));
+    assert_eq!(
+        (s1.gc_high_watermark_percent, s1.gc_low_watermark_percent),
+        (90, 70)
+    );
+
+    // The leech holds the whole blob before the others ask for it...
+    let len = 8 * MIB;
+    let sha = n.put("blob", len);
+    let first = n.get_all("blob", &sha, &[0]).await.remove(0);
+    assert_eq!(first.origin_bytes, len as u64);
+    n.origin.reset_counters();
+    let stats = n.get_all("blob", &sha, &[1, 2]).await;
+    // ...yet the scheduler never offers it: it neither served nor refused a
+    // single request, and its copy saved the origin nothing.
+    let st0 = n.agents[0].status().await.unwrap();
+    assert_eq!(
+        (st0.uploaded_bytes, st0.refused_requests),
+        (0, 0),
+        "{st0:?}"
+    );
+    assert!(n.origin.bytes_sent() >= len as u64, "{stats:?}");
+}

@@ -101,10 +101,16 @@ pub struct Status {
     pub announces: u64,
     pub scheduler_error: Option<String>,
     pub uploaded_bytes: u64,
+    /// Piece requests refused in leech mode.
+    #[serde(default)]
+    pub refused_requests: u64,
     pub downloaded_bytes: u64,
     pub tasks: usize,
     pub upload_addr: String,
     pub data_addr: String,
+    /// Settings in force (config overlaid with the operator's PeerPolicy).
+    #[serde(default)]
+    pub settings: Option<super::control::Settings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

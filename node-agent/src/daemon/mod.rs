@@ -4,6 +4,7 @@
 //! `darter get` requests on a local unix socket.
 
 pub mod api;
+pub mod control;
 
 use crate::backend::HttpBackend;
 use crate::config::AgentConfig;
@@ -18,6 +19,7 @@ use crate::swarm::announce::{AnnounceState, Announcer};
 use crate::swarm::{Identity, Swarm};
 use api::{Reply, Request, Status};
 use darter_common::{ByteSize, MutualTls};
+use darter_proto::agent::v1::control_client::ControlClient;
 use darter_proto::peer::v1::peer_server::PeerServer;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -50,6 +52,12 @@ pub struct Daemon {
     running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bound in `start`, served by `run`.
     socket: Mutex<Option<UnixListener>>,
+    /// The operator's command stream (daemons with a scheduler only).
+    control: Option<ControlClient<Channel>>,
+    /// What the config says; PeerPolicy settings are laid over it.
+    base_settings: control::Settings,
+    /// In force now.
+    settings: Mutex<control::Settings>,
 }
 
 /// Binds the local socket (mode 0600), refusing to steal a live daemon's.
@@ -191,6 +199,7 @@ impl Daemon {
             cfg.download.clone(),
         );
         let mut announcer = None;
+        let mut control = None;
         if !cfg.scheduler.addresses.is_empty() {
             let peer_tls = tls
                 .as_ref()
@@ -206,12 +215,9 @@ impl Daemon {
                 .transpose()?;
             let pool = Arc::new(PeerPool::new(peer_tls, cfg.scheduler.connect_timeout));
             let open_timeout = cfg.scheduler.connect_timeout + Duration::from_secs(30);
-            let swarm = Arc::new(Swarm::new(
-                identity.clone(),
-                scheduler_channel(&cfg, tls.as_ref())?,
-                pool,
-                open_timeout,
-            ));
+            let channel = scheduler_channel(&cfg, tls.as_ref())?;
+            control = Some(ControlClient::new(channel.clone()));
+            let swarm = Arc::new(Swarm::new(identity.clone(), channel, pool, open_timeout));
             engine = engine.with_swarm(swarm.clone());
             announcer = Some(Arc::new(Announcer {
                 swarm,
@@ -220,7 +226,7 @@ impl Daemon {
                 host: cfg.host.clone(),
                 upload_port: upload_addr.port(),
                 data_port: data_addr.port(),
-                upload_slots: cfg.upload.slots as u32,
+                upload_slots: std::sync::atomic::AtomicU32::new(cfg.upload.slots as u32),
                 interval: cfg.scheduler.announce_interval,
                 downloaded: engine.downloaded(),
                 state: Arc::new(Mutex::new(AnnounceState::default())),
@@ -233,7 +239,19 @@ impl Daemon {
             socket: cfg.socket_path(),
             host_id: identity.host_id.clone(),
         };
+        let base_settings = control::Settings {
+            download_rate_limit: cfg.download.rate_limit,
+            upload_rate_limit: cfg.upload.rate_limit,
+            disable_shared: cfg.upload.disable_shared,
+            upload_slots: cfg.upload.slots as u32,
+            gc_high_watermark_percent: cfg.gc.high_watermark_percent,
+            gc_low_watermark_percent: cfg.gc.low_watermark_percent,
+            policy: None,
+        };
         Ok(Arc::new(Self {
+            control,
+            settings: Mutex::new(base_settings.clone()),
+            base_settings,
             cfg,
             storage,
             engine: Arc::new(engine),
@@ -262,6 +280,9 @@ impl Daemon {
 
         if let Some(a) = &self.announcer {
             tokio::spawn(a.clone().run());
+        }
+        if let Some(c) = &self.control {
+            tokio::spawn(self.clone().control_loop(c.clone()));
         }
         tokio::spawn(self.clone().gc_loop());
         let me = self.clone();
@@ -327,6 +348,7 @@ impl Daemon {
             announces: st.announces,
             scheduler_error: st.last_error,
             uploaded_bytes: self.uploads.uploaded(),
+            refused_requests: self.uploads.refused(),
             downloaded_bytes: self
                 .engine
                 .downloaded()
@@ -334,6 +356,7 @@ impl Daemon {
             tasks: self.storage.metadata.tasks().map_or(0, |t| t.len()),
             upload_addr: self.bound.upload.to_string(),
             data_addr: self.bound.data.to_string(),
+            settings: Some(self.settings.lock().clone()),
         }
     }
 
@@ -354,17 +377,28 @@ impl Daemon {
         let _ = api::write_line(sock.get_mut(), &reply).await;
     }
 
-    async fn get(&self, req: crate::engine::DownloadRequest, sock: &mut UnixStream) -> Reply {
-        let id = match req.task_id() {
-            Ok(id) => id,
-            Err(e) => return Reply::Error(e.to_string()),
-        };
+    /// One download at a time per task: later callers wait, then hit the cache.
+    pub async fn download(
+        &self,
+        req: &crate::engine::DownloadRequest,
+        progress: &Progress,
+    ) -> Result<crate::engine::DownloadStats> {
+        let id = req.task_id()?;
         let lock = self.running.lock().entry(id.clone()).or_default().clone();
-        let progress = Arc::new(Progress::default());
-        let download = async {
+        let result = {
             let _turn = lock.lock().await;
-            self.engine.download(&req, &progress).await
+            self.engine.download(req, progress).await
         };
+        let mut running = self.running.lock();
+        if Arc::strong_count(&lock) <= 2 {
+            running.remove(&id);
+        }
+        result
+    }
+
+    async fn get(&self, req: crate::engine::DownloadRequest, sock: &mut UnixStream) -> Reply {
+        let progress = Arc::new(Progress::default());
+        let download = self.download(&req, &progress);
         tokio::pin!(download);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let result = loop {
@@ -378,12 +412,6 @@ impl Daemon {
                 }
             }
         };
-        {
-            let mut running = self.running.lock();
-            if Arc::strong_count(&lock) <= 2 {
-                running.remove(&id);
-            }
-        }
         match result {
             Ok(stats) => Reply::Done(stats),
             Err(e) => Reply::Error(e.to_string()),

@@ -212,6 +212,11 @@ impl Engine {
         }
     }
 
+    /// Changes the download rate limit for the pieces fetched from now on.
+    pub fn set_download_rate(&self, rate: darter_common::ByteRate) {
+        self.limiter.set_rate(rate);
+    }
+
     /// Downloads through the scheduler and peers, the origin as the fallback.
     pub fn with_swarm(mut self, swarm: Arc<Swarm>) -> Self {
         self.swarm = Some(swarm);

@@ -34,7 +34,7 @@ impl PeerService {
     }
 
     fn check_shared(&self) -> Result<(), Status> {
-        if !self.uploads.shared() {
+        if self.uploads.refuses() {
             return Err(Status::permission_denied(
                 "this peer does not share (leech mode)",
             ));

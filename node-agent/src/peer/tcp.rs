@@ -160,7 +160,7 @@ async fn serve_conn<S: SendRange>(
         let task_id = String::from_utf8_lossy(&req[..64]).into_owned();
         let number = u32::from_be_bytes([req[64], req[65], req[66], req[67]]);
         let urgent = req[68] & URGENT != 0;
-        if !uploads.shared() {
+        if uploads.refuses() {
             sock.write_all(&[REFUSED]).await?;
             continue;
         }

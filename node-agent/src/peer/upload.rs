@@ -3,19 +3,22 @@
 //! limit and leech mode can change at run time (settings from the operator).
 
 use darter_common::{ByteRate, RateLimiter};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Uploads {
-    limiter: RwLock<Arc<RateLimiter>>,
+    limiter: Arc<RateLimiter>,
     slots: Arc<Semaphore>,
     /// Leech mode: refuse all uploads.
     disable_shared: AtomicBool,
     /// Piece bytes sent to children.
     uploaded: AtomicU64,
+    /// Requests refused in leech mode (a scheduler that respects leech mode
+    /// sends none).
+    refused: AtomicU64,
     /// While a task is still downloading here, each piece this agent fetched
     /// from the origin goes to at most this many children (0: no limit);
     /// they pass it on.
@@ -27,10 +30,11 @@ pub struct Uploads {
 impl Uploads {
     pub fn new(rate: ByteRate, slots: usize) -> Self {
         Self {
-            limiter: RwLock::new(Arc::new(RateLimiter::new(rate))),
+            limiter: Arc::new(RateLimiter::new(rate)),
             slots: Arc::new(Semaphore::new(slots.max(1))),
             disable_shared: AtomicBool::new(false),
             uploaded: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             first_copies: 0,
             served: Mutex::default(),
         }
@@ -85,11 +89,11 @@ impl Uploads {
 
     /// The limiter in force now (a rate change applies to the next piece).
     pub fn limiter(&self) -> Arc<RateLimiter> {
-        self.limiter.read().clone()
+        self.limiter.clone()
     }
 
     pub fn set_rate(&self, rate: ByteRate) {
-        *self.limiter.write() = Arc::new(RateLimiter::new(rate));
+        self.limiter.set_rate(rate);
     }
 
     /// A slot for one piece upload, or `None` when all are busy.
@@ -108,6 +112,19 @@ impl Uploads {
 
     pub fn shared(&self) -> bool {
         !self.disable_shared.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request must be refused (leech mode); counts the refusal.
+    pub fn refuses(&self) -> bool {
+        let leech = !self.shared();
+        if leech {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        leech
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     pub fn set_disable_shared(&self, leech: bool) {

@@ -41,8 +41,26 @@ pub struct GcReport {
 }
 
 impl Storage {
+    pub fn gc_policy(&self) -> GcPolicy {
+        self.gc.read().clone()
+    }
+
+    /// New disk-use watermarks for the next GC round; refused unless
+    /// `low < high <= 100`.
+    pub fn set_watermarks(&self, high: u8, low: u8) -> Result<()> {
+        if high > 100 || low >= high {
+            return Err(Error::Config(format!(
+                "gc watermarks must satisfy low < high <= 100 (low {low}, high {high})"
+            )));
+        }
+        let mut gc = self.gc.write();
+        gc.high_watermark_percent = high;
+        gc.low_watermark_percent = low;
+        Ok(())
+    }
+
     pub fn usage(&self) -> Result<DiskUsage> {
-        if let Some(capacity) = self.gc.capacity {
+        if let Some(capacity) = self.gc.read().capacity {
             let mut used = 0;
             for t in self.metadata.tasks()? {
                 used += self.content.allocated(&t.id);
@@ -86,7 +104,8 @@ impl Storage {
             .filter(|t| !protect.contains(&t.id.as_str()))
             .collect();
         let now = now_secs();
-        let ttl = self.gc.task_ttl.as_secs();
+        let policy = self.gc_policy();
+        let ttl = policy.task_ttl.as_secs();
         let (expired, mut live): (Vec<_>, Vec<_>) = tasks
             .drain(..)
             .partition(|t| now.saturating_sub(t.accessed_at) > ttl);
@@ -95,9 +114,9 @@ impl Storage {
         }
         let pct = |total: u64, p: u8| (u128::from(total) * u128::from(p) / 100) as u64;
         let usage = self.usage()?;
-        if usage.used.saturating_add(need) > pct(usage.total, self.gc.high_watermark_percent) {
+        if usage.used.saturating_add(need) > pct(usage.total, policy.high_watermark_percent) {
             live.sort_by_key(|t| t.accessed_at);
-            let low = pct(usage.total, self.gc.low_watermark_percent);
+            let low = pct(usage.total, policy.low_watermark_percent);
             // Measured once; each eviction takes off what it freed.
             let mut used = usage.used;
             for t in &live {

@@ -16,7 +16,8 @@ pub struct Storage {
     dir: PathBuf,
     pub metadata: Metadata,
     pub content: Content,
-    gc: GcPolicy,
+    /// Watermarks can change at run time (settings from the operator).
+    gc: parking_lot::RwLock<GcPolicy>,
 }
 
 pub fn now_secs() -> u64 {
@@ -38,7 +39,7 @@ impl Storage {
             dir: dir.to_path_buf(),
             metadata,
             content,
-            gc,
+            gc: parking_lot::RwLock::new(gc),
         })
     }
 

@@ -9,7 +9,7 @@ use crate::storage::Storage;
 use darter_proto::scheduler::v1 as pb;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Where the announcer stands, for status queries.
@@ -28,7 +28,8 @@ pub struct Announcer {
     pub host: HostConfig,
     pub upload_port: u16,
     pub data_port: u16,
-    pub upload_slots: u32,
+    /// Children the scheduler may assign (a PeerPolicy can change it).
+    pub upload_slots: AtomicU32,
     /// Until the scheduler names its own.
     pub interval: Duration,
     /// Bytes downloaded by this agent (origin and peers).
@@ -54,7 +55,7 @@ impl Announcer {
             } as i32,
             idc: self.host.idc.clone().unwrap_or_default(),
             location: self.host.location.clone().unwrap_or_default(),
-            upload_slots: self.upload_slots,
+            upload_slots: self.upload_slots.load(Ordering::Relaxed),
             disable_shared: !self.uploads.shared(),
             disk_total_bytes: usage.as_ref().map_or(0, |u| u.total),
             disk_used_bytes: usage.as_ref().map_or(0, |u| u.used),
@@ -62,6 +63,10 @@ impl Announcer {
             download_bytes_total: self.downloaded.load(Ordering::Relaxed),
             task_count: tasks as u32,
         }
+    }
+
+    pub fn set_upload_slots(&self, slots: u32) {
+        self.upload_slots.store(slots, Ordering::Relaxed);
     }
 
     /// One announce now (also used when settings change, e.g. leech mode).

@@ -3,9 +3,11 @@
 //! `Cluster` objects (agents move on their next announce when scopes change)
 //! and a Peer manager that mirrors announced hosts into `Peer` objects.
 
+pub mod events;
 pub mod health;
 pub mod leader;
 pub mod peers;
+pub mod policies;
 
 use crate::scheduler::clusters::ClusterMatcher;
 use crate::scheduler::service::{SchedulerService, serve};
@@ -158,11 +160,21 @@ pub async fn run(
         svc.clusters.clone(),
         health.clone(),
     ));
+    let events = events::Events::new(client.clone(), election.identity());
+    let agents = Arc::new(crate::agents::Agents::default());
+    let pusher = Arc::new(crate::agents::push::PolicyPusher::new(
+        agents.clone(),
+        core.clone(),
+        svc.policies.clone(),
+        Duration::from_secs(2),
+    ));
+    tokio::spawn(pusher.clone().run());
+    tokio::spawn(policies::PolicyController::new(client.clone(), pusher, events).run());
     let peers = peers::PeerManager::new(client.clone(), core, cfg.peer_write_interval, health);
     tokio::spawn(peers.run());
     let server = tonic::transport::Server::builder();
     tokio::select! {
-        served = serve(server, listener, svc, Duration::from_secs(30), shutdown) => Ok(served?),
+        served = serve(server, listener, svc, agents, Duration::from_secs(30), shutdown) => Ok(served?),
         () = election.keep() => Err(OperatorError::LostLeadership),
     }
 }

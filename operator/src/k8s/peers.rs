@@ -29,8 +29,8 @@ struct Written {
 pub struct PeerManager {
     api: Api<Peer>,
     clusters: Api<darter_crds::Cluster>,
-    /// Cluster status last written: (generation, peers, seed peers).
-    cluster_counts: HashMap<String, (i64, u32, u32)>,
+    /// Cluster status last written: (generation, peers, seed peers, tasks).
+    cluster_counts: HashMap<String, (i64, u32, u32, u32)>,
     /// When each Cluster became Ready (kept across count changes).
     ready_since: HashMap<String, String>,
     health: Arc<super::health::Health>,
@@ -70,6 +70,7 @@ fn spec_of(h: &Host) -> PeerSpec {
             HostKind::Normal => PeerType::Normal,
         },
         disable_shared: i.disable_shared,
+        policy: i.policy.clone(),
         idc: i.idc.clone(),
         location: i.location.clone(),
     }
@@ -199,11 +200,14 @@ impl PeerManager {
                 c.1 += 1;
             }
         }
+        let tasks = self.core.tasks_by_cluster();
         for cluster in self.clusters.list(&ListParams::default()).await?.items {
             let name = cluster.name_any();
             let generation = cluster.metadata.generation.unwrap_or(0);
             let (peers, seeds) = counts.get(name.as_str()).copied().unwrap_or_default();
-            if self.cluster_counts.get(&name) == Some(&(generation, peers, seeds)) {
+            let task_count = tasks.get(&name).copied().unwrap_or(0);
+            let shown = (generation, peers, seeds, task_count);
+            if self.cluster_counts.get(&name) == Some(&shown) {
                 continue;
             }
             let since = self
@@ -218,6 +222,7 @@ impl PeerManager {
                     "observedGeneration": generation,
                     "peers": peers,
                     "seedPeers": seeds,
+                    "tasks": task_count,
                     "conditions": [{
                         "type": "Ready",
                         "status": "True",
@@ -232,7 +237,7 @@ impl PeerManager {
             self.clusters
                 .patch_status(&name, &pp, &Patch::Apply(&body))
                 .await?;
-            self.cluster_counts.insert(name, (generation, peers, seeds));
+            self.cluster_counts.insert(name, shown);
         }
         Ok(())
     }

@@ -7,11 +7,9 @@
 //! cluster (the first default by name); with no default it has no cluster.
 
 use super::resource::HostInfo;
+pub use super::scopes::ScopeError;
+use super::scopes::Scopes;
 use darter_crds::ClusterSpec;
-use ipnet::IpNet;
-use regex::Regex;
-use std::str::FromStr;
-use thiserror::Error;
 
 const CIDR_WEIGHT: f64 = 0.3;
 const HOSTNAME_WEIGHT: f64 = 0.3;
@@ -19,35 +17,16 @@ const LOCATION_WEIGHT: f64 = 0.2;
 const IDC_WEIGHT: f64 = 0.15;
 const DEFAULT_WEIGHT: f64 = 0.05;
 
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum ScopeError {
-    #[error("cluster {cluster}: hostname regex {pattern:?}: {reason}")]
-    Regex {
-        cluster: String,
-        pattern: String,
-        reason: String,
-    },
-    #[error("cluster {cluster}: {cidr:?} is not a CIDR")]
-    Cidr { cluster: String, cidr: String },
-}
-
 struct Compiled {
     name: String,
     is_default: bool,
-    hostnames: Vec<Regex>,
-    cidrs: Vec<IpNet>,
-    idc: Option<String>,
-    location: Vec<String>,
+    scopes: Scopes,
 }
 
 /// The clusters' scopes, compiled once per change of the Cluster objects.
 #[derive(Default)]
 pub struct ClusterMatcher {
     clusters: Vec<Compiled>,
-}
-
-fn location_parts(l: &str) -> Vec<String> {
-    l.split('|').map(str::to_string).collect()
 }
 
 impl ClusterMatcher {
@@ -58,39 +37,10 @@ impl ClusterMatcher {
     ) -> Result<Self, ScopeError> {
         let mut out = Vec::new();
         for (name, spec) in clusters {
-            let s = &spec.scopes;
-            let hostnames = s
-                .hostnames
-                .iter()
-                .map(|p| {
-                    Regex::new(p).map_err(|e| ScopeError::Regex {
-                        cluster: name.to_string(),
-                        pattern: p.clone(),
-                        reason: e.to_string(),
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let cidrs = s
-                .cidrs
-                .iter()
-                .map(|c| {
-                    IpNet::from_str(c).map_err(|_| ScopeError::Cidr {
-                        cluster: name.to_string(),
-                        cidr: c.clone(),
-                    })
-                })
-                .collect::<Result<_, _>>()?;
             out.push(Compiled {
                 name: name.to_string(),
                 is_default: spec.is_default,
-                hostnames,
-                cidrs,
-                idc: s.idc.clone(),
-                location: s
-                    .location
-                    .as_deref()
-                    .map(location_parts)
-                    .unwrap_or_default(),
+                scopes: Scopes::compile(&format!("cluster {name}"), &spec.scopes)?,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -102,33 +52,24 @@ impl ClusterMatcher {
     }
 
     fn score(c: &Compiled, host: &HostInfo) -> f64 {
+        let s = &c.scopes;
         let mut score = 0.0;
-        if c.cidrs.iter().any(|n| n.contains(&host.ip)) {
+        if s.cidr_matches(host) {
             score += CIDR_WEIGHT;
         }
-        if c.hostnames.iter().any(|r| r.is_match(&host.hostname)) {
+        if s.hostname_matches(host) {
             score += HOSTNAME_WEIGHT;
         }
-        if let (Some(want), Some(have)) = (&c.idc, &host.idc)
-            && want == have
-        {
+        if s.idc_matches(host) {
             score += IDC_WEIGHT;
         }
-        if !c.location.is_empty()
-            && let Some(have) = &host.location
-        {
-            let have = location_parts(have);
-            let common = c
-                .location
-                .iter()
-                .zip(&have)
-                .take_while(|(a, b)| a == b)
-                .count();
+        if !s.location.is_empty() {
+            let common = s.location_common(host);
             // A scope's location matches a host in it or below it.
-            if common == c.location.len() {
+            if common == s.location.len() {
                 score += LOCATION_WEIGHT;
             } else {
-                score += LOCATION_WEIGHT * common as f64 / c.location.len() as f64 * 0.5;
+                score += LOCATION_WEIGHT * common as f64 / s.location.len() as f64 * 0.5;
             }
         }
         score
@@ -159,7 +100,6 @@ impl ClusterMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::resource::HostKind;
 
     fn spec(yaml: &str) -> ClusterSpec {
         serde_yaml::from_str(yaml).unwrap()
@@ -167,17 +107,9 @@ mod tests {
 
     fn host(ip: &str, name: &str, idc: Option<&str>, loc: Option<&str>) -> HostInfo {
         HostInfo {
-            id: format!("{ip}-{name}"),
-            ip: ip.parse().unwrap(),
-            hostname: name.into(),
-            upload_port: 1,
-            data_port: 2,
-            kind: HostKind::Normal,
             idc: idc.map(Into::into),
             location: loc.map(Into::into),
-            upload_slots: 1,
-            disable_shared: false,
-            cluster: String::new(),
+            ..HostInfo::test(ip, name)
         }
     }
 

@@ -83,6 +83,7 @@ mod tests {
             upload_slots: 10,
             disable_shared: false,
             cluster: String::new(),
+            policy: None,
         })
     }
 

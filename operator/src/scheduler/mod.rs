@@ -5,7 +5,9 @@
 pub mod clusters;
 pub mod dag;
 pub mod evaluator;
+pub mod policies;
 pub mod resource;
+pub mod scopes;
 pub mod service;
 
 use parking_lot::{Mutex, RwLock};
@@ -109,6 +111,7 @@ impl Scheduler {
                 if let Some(old) = hosts.get(&info.id) {
                     h.uploads
                         .store(old.uploads.load(Ordering::Relaxed), Ordering::Relaxed);
+                    *h.stats.lock() = old.stats.lock().clone();
                 }
                 hosts.insert(info.id.clone(), Arc::new(h));
             }
@@ -587,6 +590,30 @@ impl Scheduler {
 
     pub fn task_count(&self) -> usize {
         self.tasks.read().len()
+    }
+
+    /// Tasks with at least one peer in each cluster (live peers, as the
+    /// scheduler knows them).
+    pub fn tasks_by_cluster(&self) -> std::collections::HashMap<String, u32> {
+        let cluster_of: std::collections::HashMap<String, String> = self
+            .hosts
+            .read()
+            .values()
+            .map(|h| (h.info.id.clone(), h.info.cluster.clone()))
+            .collect();
+        let mut out = std::collections::HashMap::new();
+        for t in self.tasks.read().values() {
+            let t = t.lock();
+            let clusters: std::collections::HashSet<&String> = t
+                .peers
+                .values()
+                .filter_map(|p| cluster_of.get(&p.host_id))
+                .collect();
+            for c in clusters {
+                *out.entry(c.clone()).or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     /// Whether every task's graph is acyclic (for tests and debug checks).

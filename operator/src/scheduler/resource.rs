@@ -35,6 +35,30 @@ pub struct HostInfo {
     pub disable_shared: bool,
     /// The Cluster it was matched to; parents come from the same cluster.
     pub cluster: String,
+    /// The PeerPolicy governing it, if any.
+    pub policy: Option<String>,
+}
+
+#[cfg(test)]
+impl HostInfo {
+    /// A normal host for tests: id `"{ip}-{hostname}"`, no IDC, location or
+    /// cluster yet.
+    pub fn test(ip: &str, hostname: &str) -> Self {
+        Self {
+            id: format!("{ip}-{hostname}"),
+            ip: ip.parse().expect("test IP"),
+            hostname: hostname.into(),
+            upload_port: 1,
+            data_port: 2,
+            kind: HostKind::Normal,
+            idc: None,
+            location: None,
+            upload_slots: 1,
+            disable_shared: false,
+            cluster: String::new(),
+            policy: None,
+        }
+    }
 }
 
 /// Counters a host reports with each announce (shown on its Peer object).

@@ -2,6 +2,7 @@
 //! The same service runs standalone (no API server) and inside the operator.
 
 use super::clusters::ClusterMatcher;
+use super::policies::PolicyMatcher;
 use super::resource::{HostInfo, HostKind};
 use super::{Decision, Scheduler, SchedulerError};
 use darter_proto::scheduler::v1 as pb;
@@ -26,6 +27,9 @@ pub struct SchedulerService {
     /// Cluster scopes; replaced when the Cluster definitions change, hosts
     /// move on their next announce.
     pub clusters: Arc<parking_lot::RwLock<ClusterMatcher>>,
+    /// PeerPolicies: the scheduler enforces leech mode and upload slots of
+    /// the winning one whatever the agent announces.
+    pub policies: Arc<parking_lot::RwLock<PolicyMatcher>>,
 }
 
 impl SchedulerService {
@@ -36,6 +40,7 @@ impl SchedulerService {
             retry_interval: Duration::from_millis(500),
             cluster: "default".into(),
             clusters: Arc::default(),
+            policies: Arc::default(),
         }
     }
 }
@@ -75,6 +80,7 @@ fn host_info(h: pb::Host) -> Result<HostInfo, Status> {
         upload_slots: h.upload_slots,
         disable_shared: h.disable_shared,
         cluster: String::new(),
+        policy: None,
     })
 }
 
@@ -248,6 +254,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                 })?
             }
         };
+        self.policies.read().enforce(&mut info);
         let cluster = info.cluster.clone();
         let id = info.id.clone();
         self.core.announce_host(info);
@@ -342,14 +349,15 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     }
 }
 
-/// Serves `svc` on `listener` with `server` (TLS or not), printing
-/// `listening on ADDR` for scripts and collecting garbage every
-/// `gc_interval`, until `shutdown` resolves. Both the standalone and the
-/// Kubernetes mode run the scheduler through this.
+/// Serves `svc` and the agents' command streams on `listener` with `server`
+/// (TLS or not), printing `listening on ADDR` for scripts and collecting
+/// garbage every `gc_interval`, until `shutdown` resolves. Both the
+/// standalone and the Kubernetes mode run the scheduler through this.
 pub async fn serve(
     server: tonic::transport::Server,
     listener: tokio::net::TcpListener,
     svc: SchedulerService,
+    agents: Arc<crate::agents::Agents>,
     gc_interval: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -365,9 +373,19 @@ pub async fn serve(
         println!("listening on {addr}");
         tracing::info!(%addr, "scheduler serving");
     }
+    let control = crate::agents::ControlService::new(agents.clone());
+    // Command streams never end by themselves: close them so a graceful
+    // shutdown does not wait for them.
+    let shutdown = async move {
+        shutdown.await;
+        agents.close_all();
+    };
     let mut server = server;
     let served = server
         .add_service(pb::scheduler_server::SchedulerServer::new(svc))
+        .add_service(darter_proto::agent::v1::control_server::ControlServer::new(
+            control,
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

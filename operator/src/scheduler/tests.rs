@@ -14,6 +14,7 @@ fn host(n: u8, kind: HostKind) -> HostInfo {
         upload_slots: 200,
         disable_shared: false,
         cluster: String::new(),
+        policy: None,
     }
 }
 

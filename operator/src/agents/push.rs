@@ -1,0 +1,131 @@
+//! Pushes each attached agent the settings of the PeerPolicy that governs it:
+//! when an agent attaches, when the policies change, and every few seconds
+//! (an agent's cluster can change on any announce). Only what differs from
+//! what the agent last confirmed is sent. The scheduler's host records follow
+//! at once (leech mode and upload slots are enforced there too).
+
+use super::Agents;
+use crate::scheduler::Scheduler;
+use crate::scheduler::policies::PolicyMatcher;
+use darter_proto::agent::v1::ApplySettings;
+use futures::StreamExt;
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Agents answering at once; bounds the fan-out on a 1,000-node cluster.
+const CONCURRENT_SENDS: usize = 64;
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct PolicyPusher {
+    agents: Arc<Agents>,
+    core: Arc<Scheduler>,
+    pub policies: Arc<RwLock<PolicyMatcher>>,
+    /// Woken when the policies change.
+    pub changed: Notify,
+    /// Hosts each policy governs, as of the last round.
+    matched: RwLock<BTreeMap<String, u32>>,
+    /// One round at a time (the loop and a finalizer may both ask).
+    round: tokio::sync::Mutex<()>,
+    interval: Duration,
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Round {
+    pub sent: usize,
+    pub failed: usize,
+}
+
+impl PolicyPusher {
+    pub fn new(
+        agents: Arc<Agents>,
+        core: Arc<Scheduler>,
+        policies: Arc<RwLock<PolicyMatcher>>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            agents,
+            core,
+            policies,
+            changed: Notify::new(),
+            matched: RwLock::default(),
+            round: tokio::sync::Mutex::new(()),
+            interval,
+        }
+    }
+
+    /// Hosts each policy governs (policies governing none are absent).
+    pub fn matched(&self) -> BTreeMap<String, u32> {
+        self.matched.read().clone()
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.agents.changed.notified() => {}
+                () = self.changed.notified() => {}
+                () = tokio::time::sleep(self.interval) => {}
+            }
+            self.push_round().await;
+        }
+    }
+
+    /// Brings every attached agent to its policy's settings now.
+    pub async fn push_round(&self) -> Round {
+        let _one = self.round.lock().await;
+        let mut matched: BTreeMap<String, u32> = BTreeMap::new();
+        let mut due: Vec<(String, ApplySettings)> = Vec::new();
+        {
+            let m = self.policies.read();
+            for host in self.core.hosts() {
+                let verdict = m.select(&host.info);
+                let want = verdict
+                    .as_ref()
+                    .map(|v| v.settings.clone())
+                    .unwrap_or_default();
+                if let Some(v) = &verdict {
+                    *matched.entry(v.policy.to_string()).or_default() += 1;
+                }
+                // The scheduler's record follows the policy before the agent
+                // re-announces.
+                let mut info = host.info.clone();
+                m.enforce(&mut info);
+                if info != host.info {
+                    self.core.announce_host(info);
+                }
+                if self.agents.applied(&host.info.id).as_ref() != Some(&want) {
+                    due.push((host.info.id.clone(), want));
+                }
+            }
+        }
+        *self.matched.write() = matched;
+        let attached: std::collections::HashSet<String> =
+            self.agents.attached().into_iter().collect();
+        due.retain(|(h, _)| attached.contains(h));
+        let results: Vec<bool> = futures::stream::iter(due)
+            .map(|(host, s)| async move {
+                let policy = s.policy.clone();
+                match self.agents.apply(&host, s, SEND_TIMEOUT).await {
+                    Ok(()) => {
+                        tracing::info!(host = %host, policy = %policy, "settings pushed");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %host, error = %e, "settings not applied; retrying");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENT_SENDS)
+            .collect()
+            .await;
+        let failed = results.iter().filter(|ok| !**ok).count();
+        Round {
+            sent: results.len() - failed,
+            failed,
+        }
+    }
+}
