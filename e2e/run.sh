@@ -141,6 +141,57 @@ served=$(awk '{s += $1} END {print s + 0}' "$WORK/origin-bytes.log")
 [ "$served" -le $(((24 << 20) * 105 / 100)) ] && ok "origin served $served bytes for a $((24 << 20))-byte blob" \
   || bad "origin served $served bytes for $((24 << 20))"
 
+echo "== PeerPolicy: agent-0 becomes a leech at run time"
+agent_status() { "$BIN/darter" --storage-dir "$WORK/agent-$1/storage" status; }
+policy_matched() { [ "$(kubectl get dpp "$1" -o jsonpath='{.status.matchedPeers}')" = "$2" ]; }
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: darter.dev/v1alpha1
+kind: PeerPolicy
+metadata: {name: agent-0-leech}
+spec:
+  selector: {hostnames: ["^agent-0$"], clusters: [east]}
+  disableShared: true
+  uploadRateLimit: 5MiB/s
+YAML
+wait_for "the policy reached agent-0 without a restart" bash -c "'$BIN/darter' --storage-dir '$WORK/agent-0/storage' status | grep -c 'policy: agent-0-leech' >/dev/null"
+agent_status 0 | grep -c 'disableShared: true' >/dev/null && ok "agent-0 runs in leech mode" || bad "agent-0 status: $(agent_status 0)"
+agent_status 0 | grep -c 'uploadRateLimit: 5MiB/s' >/dev/null && ok "agent-0 upload limit is 5MiB/s" || bad "agent-0 status: $(agent_status 0)"
+agent_status 1 | grep -c 'disableShared: false' >/dev/null && ok "agent-1 is not affected" || bad "agent-1 status: $(agent_status 1)"
+wait_for "Peer agent-0 shows LEECH and POLICY" bash -c "kubectl get peer 127.0.1.1-agent-0 | grep -c 'true.*agent-0-leech' >/dev/null"
+wait_for "PeerPolicy status: 1 matched peer" policy_matched agent-0-leech 1
+wait_for "a policy matching nobody reports 0 peers" policy_matched leech-builders 0
+kubectl get dpp agent-0-leech -o jsonpath='{.status.conditions[0].status}' | grep -cx True >/dev/null \
+  && ok "PeerPolicy Ready" || bad "PeerPolicy status: $(kubectl get dpp agent-0-leech -o yaml)"
+kubectl get dpp agent-0-leech -o jsonpath='{.metadata.finalizers}' | grep -c 'darter.dev/revert-agent-settings' >/dev/null \
+  && ok "PeerPolicy holds the finalizer" || bad "no finalizer"
+wait_for "an Applied Event was recorded" bash -c "kubectl get events -n default | grep -c 'Applied.*governs 1 agent' >/dev/null"
+kubectl get dpp
+# agent-0 holds a new blob whole before agent-1 asks: the scheduler must not offer it.
+head -c $((8 << 20)) /dev/urandom >"$WORK/www/blob2"
+: >"$WORK/origin-bytes.log"
+"$BIN/darter" --storage-dir "$WORK/agent-0/storage" get "http://127.0.0.1:$NGINX_PORT/blob2" --piece-length 1MiB \
+  -O "$WORK/leech-out" 2>"$WORK/leech.log" && ok "the leech downloads" || bad "leech download: $(cat "$WORK/leech.log")"
+"$BIN/darter" --storage-dir "$WORK/agent-1/storage" get "http://127.0.0.1:$NGINX_PORT/blob2" --piece-length 1MiB \
+  -O "$WORK/after-leech" 2>"$WORK/after-leech.log" && cmp -s "$WORK/www/blob2" "$WORK/after-leech" \
+  && ok "agent-1 got blob2 intact" || bad "agent-1 blob2: $(cat "$WORK/after-leech.log")"
+agent_status 0 | grep -cx 'uploadedBytes: 0' >/dev/null && agent_status 0 | grep -cx 'refusedRequests: 0' >/dev/null \
+  && ok "the scheduler never offered the leech: it served and refused nothing" || bad "leech was asked: $(agent_status 0)"
+served=$(awk '{s += $1} END {print s + 0}' "$WORK/origin-bytes.log")
+[ "$served" -ge $((2 * (8 << 20))) ] && ok "the origin served both ($served bytes): the leech's copy was not shared" \
+  || bad "origin served only $served bytes"
+kubectl delete dpp agent-0-leech --wait=true --timeout=30s >/dev/null && ok "deleting the policy completes (finalizer released)" \
+  || bad "PeerPolicy deletion stuck: $(kubectl get dpp agent-0-leech -o yaml)"
+agent_status 0 | grep -c 'disableShared: false' >/dev/null && ! agent_status 0 | grep -c 'policy:' >/dev/null \
+  && ok "agent-0 is back on its own config once the policy is gone" || bad "agent-0 after delete: $(agent_status 0)"
+wait_for "Peer agent-0 no longer a leech" bash -c "[ \"\$(kubectl get peer 127.0.1.1-agent-0 -o jsonpath='{.spec.disableShared}')\" = false ]"
+kubectl get events -n default | grep -c 'Reverted' >/dev/null && ok "a Reverted Event was recorded" || bad "events: $(kubectl get events -n default)"
+seen() { kubectl get peer 127.0.1.2-agent-1 -o jsonpath='{.status.lastSeen}'; }
+# Wait until agent-1's Peer is quiet (no counter changes to write), then ask.
+before=$(seen)
+for _ in $(seq 10); do sleep 3; now=$(seen); [ "$now" = "$before" ] && break; before=$now; done
+kubectl annotate peer 127.0.1.2-agent-1 darter.dev/refresh="$(date +%s)" --overwrite >/dev/null
+wait_for "the refresh annotation forces a Peer write" bash -c "[ \"\$(kubectl get peer 127.0.1.2-agent-1 -o jsonpath='{.status.lastSeen}')\" != '$before' ]"
+
 kubectl patch dcl east --type merge -p '{"spec":{"scopes":{"hostnames":["^agent-0$"]}}}' >/dev/null
 wait_for "a scope change moves agent-1 to the default cluster on its next announce" is_cluster 1 west
 echo "== leader election: the standby waits, then takes over"
