@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the e2e control plane from published Go modules: kube-apiserver and
 # kubectl from k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3 (the
-# version Kubernetes itself requires). Pinned to the Kubernetes release that
+# version Kubernetes itself requires), and helm (helm.sh/helm/v4, its own
+# module: it pins newer k8s.io libraries) to lint and render the chart. Pinned to the Kubernetes release that
 # matches the k8s-openapi feature of the operator (v1_34), and cached outside
 # the clone: a second run only checks that the binaries exist.
 #
-#   e2e/build.sh            -> prints the directory holding the three binaries
+#   e2e/build.sh            -> prints the directory holding the four binaries
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-1.34.4}
 STAGING_VERSION="v0.${K8S_VERSION#1.}"
@@ -15,8 +16,25 @@ export GOPATH="$CACHE/gopath" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod GOTOOLCH
 # Stamped like release builds: the API server derives its emulation version
 # (and so its feature set) from this, and kubectl refuses a missing one.
 STAMP=$K8S_VERSION-ldflags-1
+HELM_VERSION=${HELM_VERSION:-v4.3.2}
+mkdir -p "$BIN"
+
+build_helm() {
+  [ -x "$BIN/helm" ] && [ "$(cat "$BIN/.helm-stamp" 2>/dev/null)" = "$HELM_VERSION" ] && return 0
+  command -v go >/dev/null || { echo "e2e/build.sh: Go is needed to build helm" >&2; exit 1; }
+  local mod="$CACHE/helm-$HELM_VERSION"
+  mkdir -p "$mod"
+  [ -f "$mod/go.mod" ] || printf 'module darter.dev/e2e-helm\n\ngo 1.25.0\n\nrequire helm.sh/helm/v4 %s\n' \
+    "$HELM_VERSION" >"$mod/go.mod"
+  echo "e2e/build.sh: building helm $HELM_VERSION (first time: a few minutes)" >&2
+  (cd "$mod" && go build -trimpath -ldflags "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    -o "$BIN/helm" helm.sh/helm/v4/cmd/helm)
+  echo "$HELM_VERSION" >"$BIN/.helm-stamp"
+}
+
 if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/etcd" ] && [ -x "$BIN/kubectl" ] \
   && [ "$(cat "$BIN/.stamp" 2>/dev/null)" = "$STAMP" ]; then
+  build_helm
   echo "$BIN"
   exit 0
 fi
@@ -57,4 +75,5 @@ ETCD_VERSION=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
 go build -trimpath -o "$BIN/etcd" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" 2>/dev/null \
   || go build -trimpath -o "$BIN/etcd" go.etcd.io/etcd/server/v3
 echo "$STAMP" > "$BIN/.stamp"
+build_helm
 echo "$BIN"
