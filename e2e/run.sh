@@ -223,6 +223,12 @@ for _ in $(seq 10); do sleep 3; now=$(seen); [ "$now" = "$before" ] && break; be
 kubectl annotate peer 127.0.1.2-agent-1 darter.dev/refresh="$(date +%s)" --overwrite >/dev/null
 wait_for "the refresh annotation forces a Peer write" bash -c "[ \"\$(kubectl get peer 127.0.1.2-agent-1 -o jsonpath='{.status.lastSeen}')\" != '$before' ]"
 
+kubectl delete peer 127.0.1.2-agent-1 >/dev/null
+wait_for "a Peer deleted by hand is written again" kubectl get peer 127.0.1.2-agent-1
+kubectl get dcl east -o jsonpath='{.metadata.finalizers}' | grep -c 'darter.dev/replace-agents' >/dev/null \
+  && ok "Clusters hold the finalizer" || bad "no Cluster finalizer"
+wait_for "Cluster status counts east's tasks" bash -c '[ "$(kubectl get dcl east -o jsonpath={.status.tasks})" -ge 1 ]'
+kubectl get events -n default | grep -c 'ScopesApplied' >/dev/null && ok "a ScopesApplied Event was recorded" || bad "no ScopesApplied Event"
 kubectl patch dcl east --type merge -p '{"spec":{"scopes":{"hostnames":["^agent-0$"]}}}' >/dev/null
 wait_for "a scope change moves agent-1 to the default cluster on its next announce" is_cluster 1 west
 echo "== leader election: the standby waits, then takes over"
@@ -247,6 +253,11 @@ kubectl patch dcl east --type merge -p '{"spec":{"isDefault":true,"scopes":{"hos
 kubectl patch dcl west --type merge -p '{"spec":{"isDefault":false}}' >/dev/null
 wait_for "the operator's watch resumed after the restart (agent-2 moved to east)" is_cluster 2 east
 kill -0 "$OPERATOR_PID" && ok "operator still running" || bad "operator exited"
+kubectl delete dcl west --wait=true --timeout=30s >/dev/null && ok "deleting a Cluster completes (finalizer released)" \
+  || bad "Cluster deletion stuck: $(kubectl get dcl west -o yaml)"
+wait_for "the deleted Cluster's agent-1 is re-placed in east" is_cluster 1 east
+kubectl get events -n default | grep -c 'AgentsReplaced.*1 agent(s) moved' >/dev/null \
+  && ok "an AgentsReplaced Event was recorded" || bad "events: $(kubectl get events -n default)"
 kill -TERM ${AGENT_PIDS##* }
 wait_for "a host that leaves loses its Peer" bash -c '! kubectl get peer 127.0.1.3-agent-2'
 

@@ -1,23 +1,24 @@
 //! The operator's Kubernetes mode (`darter-operator run`): the same scheduler
 //! and gRPC service as the standalone mode, with its Clusters read from the
-//! `Cluster` objects (agents move on their next announce when scopes change)
-//! and a Peer manager that mirrors announced hosts into `Peer` objects.
+//! `Cluster` objects (agents move on their next announce when scopes change),
+//! PeerPolicies pushed to agents over their command streams, and a Peer
+//! manager that mirrors announced hosts into `Peer` objects. Only the holder
+//! of the leader Lease serves and writes.
 
+pub mod clusters;
 pub mod events;
 pub mod health;
 pub mod leader;
 pub mod peers;
 pub mod policies;
+pub mod reconcile;
 
-use crate::scheduler::clusters::ClusterMatcher;
+/// Field manager of the operator's server-side applies.
+pub const MANAGER: &str = "darter-operator";
+
 use crate::scheduler::service::{SchedulerService, serve};
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use darter_crds::Cluster;
-use futures::StreamExt;
-use kube::runtime::watcher;
-use kube::{Api, Client};
-use parking_lot::RwLock;
-use std::collections::BTreeMap;
+use kube::Client;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,60 +58,6 @@ pub struct RunConfig {
     pub lease_namespace: String,
     /// How long a Lease holds without renewal.
     pub lease_duration: Duration,
-}
-
-/// Keeps the scheduler's cluster scopes equal to the Cluster objects. A watch
-/// that breaks (API server restart) is resumed by the watcher with backoff.
-async fn watch_clusters(
-    client: Client,
-    matcher: Arc<RwLock<ClusterMatcher>>,
-    health: Arc<health::Health>,
-) {
-    let api: Api<Cluster> = Api::all(client);
-    let mut specs: BTreeMap<String, darter_crds::ClusterSpec> = BTreeMap::new();
-    let stream =
-        kube::runtime::WatchStreamExt::default_backoff(watcher(api, watcher::Config::default()));
-    futures::pin_mut!(stream);
-    let mut pending: Option<BTreeMap<String, darter_crds::ClusterSpec>> = None;
-    while let Some(ev) = stream.next().await {
-        match ev {
-            Ok(watcher::Event::Apply(c)) => {
-                specs.insert(kube::ResourceExt::name_any(&c), c.spec);
-            }
-            Ok(watcher::Event::Delete(c)) => {
-                specs.remove(&kube::ResourceExt::name_any(&c));
-            }
-            Ok(watcher::Event::Init) => pending = Some(BTreeMap::new()),
-            Ok(watcher::Event::InitApply(c)) => {
-                if let Some(p) = pending.as_mut() {
-                    p.insert(kube::ResourceExt::name_any(&c), c.spec);
-                }
-                continue;
-            }
-            Ok(watcher::Event::InitDone) => {
-                if let Some(p) = pending.take() {
-                    specs = p;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Cluster watch failed; retrying");
-                continue;
-            }
-        }
-        match ClusterMatcher::new(specs.iter().map(|(n, s)| (n.as_str(), s))) {
-            Ok(m) => {
-                *matcher.write() = m;
-                health.metrics.cluster_updates.inc();
-                health
-                    .ready
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(clusters = specs.len(), "cluster scopes updated");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Cluster scopes rejected; keeping the previous ones")
-            }
-        }
-    }
 }
 
 /// Runs until `shutdown` resolves.
@@ -155,12 +102,18 @@ pub async fn run(
     svc.cluster = cfg.fallback_cluster.clone();
     svc.retry_interval = cfg.retry_interval;
     svc.announce_interval = cfg.announce_interval;
-    tokio::spawn(watch_clusters(
-        client.clone(),
-        svc.clusters.clone(),
-        health.clone(),
-    ));
     let events = events::Events::new(client.clone(), election.identity());
+    tokio::spawn(
+        clusters::ClusterController::new(
+            client.clone(),
+            core.clone(),
+            svc.clusters.clone(),
+            svc.cluster.clone(),
+            health.clone(),
+            events.clone(),
+        )
+        .run(),
+    );
     let agents = Arc::new(crate::agents::Agents::default());
     let pusher = Arc::new(crate::agents::push::PolicyPusher::new(
         agents.clone(),

@@ -3,20 +3,27 @@
 //! `write_interval` per Peer for counters; at once for a new host or a change
 //! of spec, or when someone sets the `darter.dev/refresh` annotation to a new
 //! value), and deleted when the host leaves or goes silent (scheduler GC).
+//! Existing Peers come from a watch-fed store, not a list per round, so a
+//! 1,000-node cluster costs the API server writes only.
 
 use crate::scheduler::Scheduler;
 use crate::scheduler::resource::{Host, HostKind};
 use darter_crds::{Peer, PeerSpec, PeerType};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use futures::StreamExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-const MANAGER: &str = "darter-operator";
+use super::MANAGER;
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const REFRESH: &str = "darter.dev/refresh";
+/// How long a written Peer may be missing from the watch-fed store before it
+/// counts as deleted by someone else.
+const STORE_LAG: Duration = Duration::from_secs(5);
 
 /// What was last written for one Peer.
 struct Written {
@@ -28,11 +35,6 @@ struct Written {
 
 pub struct PeerManager {
     api: Api<Peer>,
-    clusters: Api<darter_crds::Cluster>,
-    /// Cluster status last written: (generation, peers, seed peers, tasks).
-    cluster_counts: HashMap<String, (i64, u32, u32, u32)>,
-    /// When each Cluster became Ready (kept across count changes).
-    ready_since: HashMap<String, String>,
     health: Arc<super::health::Health>,
     core: Arc<Scheduler>,
     write_interval: Duration,
@@ -95,10 +97,7 @@ impl PeerManager {
         health: Arc<super::health::Health>,
     ) -> Self {
         Self {
-            api: Api::all(client.clone()),
-            clusters: Api::all(client),
-            cluster_counts: HashMap::new(),
-            ready_since: HashMap::new(),
+            api: Api::all(client),
             health,
             core,
             write_interval,
@@ -107,21 +106,30 @@ impl PeerManager {
     }
 
     pub async fn run(mut self) {
+        let (store, writer) = reflector::store::<Peer>();
+        let watch = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+        let feed = reflector(writer, watcher(self.api.clone(), watch))
+            .default_backoff()
+            .touched_objects();
+        tokio::spawn(feed.for_each(|ev| {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "Peer watch failed; retrying");
+            }
+            futures::future::ready(())
+        }));
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
         loop {
-            if let Err(e) = self.sync().await {
+            if let Err(e) = self.sync(&store.state()).await {
                 tracing::warn!(error = %e, "Peer sync failed; retrying");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    async fn sync(&mut self) -> Result<(), kube::Error> {
-        let existing = self
-            .api
-            .list(&ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER}")))
-            .await?;
+    async fn sync(&mut self, existing: &[Arc<Peer>]) -> Result<(), kube::Error> {
         let refresh: HashMap<String, String> = existing
-            .items
             .iter()
             .filter_map(|p| {
                 p.annotations()
@@ -129,6 +137,8 @@ impl PeerManager {
                     .map(|v| (p.name_any(), v.clone()))
             })
             .collect();
+        let stored: std::collections::HashSet<String> =
+            existing.iter().map(|p| p.name_any()).collect();
         let hosts = self.core.hosts();
         let mut live = std::collections::HashSet::new();
         for h in &hosts {
@@ -139,6 +149,10 @@ impl PeerManager {
             let asked = refresh.get(&name).cloned();
             let (spec_changed, status_due) = match self.written.get(&name) {
                 None => (true, true),
+                // Deleted by someone else (the store has caught up): write again.
+                Some(w) if !stored.contains(name.as_str()) && w.at.elapsed() > STORE_LAG => {
+                    (true, true)
+                }
                 Some(w) => (
                     w.spec != spec || w.refresh != asked,
                     w.status != status && w.at.elapsed() >= self.write_interval,
@@ -174,70 +188,20 @@ impl PeerManager {
                 },
             );
         }
-        self.sync_cluster_status(&hosts).await?;
-        for p in existing.items {
+        for p in existing {
             let name = p.name_any();
             if !live.contains(&name) {
                 tracing::info!(peer = %name, "host gone; deleting its Peer");
-                self.api.delete(&name, &DeleteParams::default()).await?;
+                match self.api.delete(&name, &DeleteParams::default()).await {
+                    // Already gone; the store has not seen it yet.
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    r => {
+                        r?;
+                    }
+                }
                 self.health.metrics.peer_deletes.inc();
                 self.written.remove(&name);
             }
-        }
-        Ok(())
-    }
-}
-
-impl PeerManager {
-    /// Cluster status: live peer and seed-peer counts, `observedGeneration`
-    /// and a Ready condition, written by server-side apply when they change.
-    async fn sync_cluster_status(&mut self, hosts: &[Arc<Host>]) -> Result<(), kube::Error> {
-        let mut counts: HashMap<&str, (u32, u32)> = HashMap::new();
-        for h in hosts {
-            let c = counts.entry(h.info.cluster.as_str()).or_default();
-            c.0 += 1;
-            if h.info.kind == HostKind::Seed {
-                c.1 += 1;
-            }
-        }
-        let tasks = self.core.tasks_by_cluster();
-        for cluster in self.clusters.list(&ListParams::default()).await?.items {
-            let name = cluster.name_any();
-            let generation = cluster.metadata.generation.unwrap_or(0);
-            let (peers, seeds) = counts.get(name.as_str()).copied().unwrap_or_default();
-            let task_count = tasks.get(&name).copied().unwrap_or(0);
-            let shown = (generation, peers, seeds, task_count);
-            if self.cluster_counts.get(&name) == Some(&shown) {
-                continue;
-            }
-            let since = self
-                .ready_since
-                .entry(name.clone())
-                .or_insert_with(|| humantime::format_rfc3339_seconds(SystemTime::now()).to_string())
-                .clone();
-            let body = json!({
-                "apiVersion": "darter.dev/v1alpha1",
-                "kind": "Cluster",
-                "status": {
-                    "observedGeneration": generation,
-                    "peers": peers,
-                    "seedPeers": seeds,
-                    "tasks": task_count,
-                    "conditions": [{
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "ScopesLoaded",
-                        "message": "scopes are in use by the scheduler",
-                        "lastTransitionTime": since,
-                        "observedGeneration": generation,
-                    }],
-                },
-            });
-            let pp = PatchParams::apply(MANAGER).force();
-            self.clusters
-                .patch_status(&name, &pp, &Patch::Apply(&body))
-                .await?;
-            self.cluster_counts.insert(name, shown);
         }
         Ok(())
     }

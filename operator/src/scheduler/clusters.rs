@@ -75,6 +75,16 @@ impl ClusterMatcher {
         score
     }
 
+    /// Where `host` goes: the matching cluster, or `fallback` while there are
+    /// no clusters at all; `None` when some exist but none takes it.
+    pub fn place<'a>(&'a self, host: &HostInfo, fallback: &'a str) -> Option<&'a str> {
+        if self.is_empty() {
+            Some(fallback)
+        } else {
+            self.select(host)
+        }
+    }
+
     /// The cluster `host` belongs to.
     pub fn select(&self, host: &HostInfo) -> Option<&str> {
         let best = self

@@ -241,19 +241,17 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             task_count: host.task_count,
         };
         let mut info = host_info(host)?;
-        info.cluster = {
-            let m = self.clusters.read();
-            if m.is_empty() {
-                self.cluster.clone()
-            } else {
-                m.select(&info).map(str::to_string).ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "host {} ({}) matches no cluster and there is no default cluster",
-                        info.hostname, info.ip
-                    ))
-                })?
-            }
-        };
+        info.cluster = self
+            .clusters
+            .read()
+            .place(&info, &self.cluster)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "host {} ({}) matches no cluster and there is no default cluster",
+                    info.hostname, info.ip
+                ))
+            })?;
         self.policies.read().enforce(&mut info);
         let cluster = info.cluster.clone();
         let id = info.id.clone();
