@@ -185,6 +185,9 @@ spec:
 YAML
 wait_for "the policy reached agent-0 without a restart" bash -c "'$BIN/darter' --storage-dir '$WORK/agent-0/storage' status | grep -c 'policy: agent-0-leech' >/dev/null"
 agent_status 0 | grep -c 'disableShared: true' >/dev/null && ok "agent-0 runs in leech mode" || bad "agent-0 status: $(agent_status 0)"
+curl -sf "$HEALTH/metrics" | grep -cx 'darter_operator_agents_attached 3' >/dev/null \
+  && curl -sf "$HEALTH/metrics" | grep -c '^darter_operator_settings_pushes_total [1-9]' >/dev/null \
+  && ok "/metrics counts 3 command streams and the pushes" || bad "/metrics: $(curl -s "$HEALTH/metrics" | grep agents_attached)"
 agent_status 0 | grep -c 'uploadRateLimit: 5MiB/s' >/dev/null && ok "agent-0 upload limit is 5MiB/s" || bad "agent-0 status: $(agent_status 0)"
 agent_status 1 | grep -c 'disableShared: false' >/dev/null && ok "agent-1 is not affected" || bad "agent-1 status: $(agent_status 1)"
 wait_for "Peer agent-0 shows LEECH and POLICY" bash -c "kubectl get peer 127.0.1.1-agent-0 | grep -c 'true.*agent-0-leech' >/dev/null"

@@ -19,6 +19,17 @@ use tokio::sync::Notify;
 const CONCURRENT_SENDS: usize = 64;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the pusher reports on `/metrics` (Kubernetes mode).
+#[derive(Clone, Default)]
+pub struct PushMetrics {
+    /// Agents with a command stream open.
+    pub attached: prometheus_client::metrics::gauge::Gauge,
+    /// Settings an agent confirmed.
+    pub pushed: prometheus_client::metrics::counter::Counter,
+    /// Settings an agent refused or did not confirm in time.
+    pub failed: prometheus_client::metrics::counter::Counter,
+}
+
 pub struct PolicyPusher {
     agents: Arc<Agents>,
     core: Arc<Scheduler>,
@@ -30,6 +41,7 @@ pub struct PolicyPusher {
     /// One round at a time (the loop and a finalizer may both ask).
     round: tokio::sync::Mutex<()>,
     interval: Duration,
+    metrics: PushMetrics,
 }
 
 /// What one round did.
@@ -54,7 +66,13 @@ impl PolicyPusher {
             matched: RwLock::default(),
             round: tokio::sync::Mutex::new(()),
             interval,
+            metrics: PushMetrics::default(),
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: PushMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Hosts each policy governs (policies governing none are absent).
@@ -104,6 +122,7 @@ impl PolicyPusher {
         *self.matched.write() = matched;
         let attached: std::collections::HashSet<String> =
             self.agents.attached().into_iter().collect();
+        self.metrics.attached.set(attached.len() as i64);
         due.retain(|(h, _)| attached.contains(h));
         let results: Vec<bool> = futures::stream::iter(due)
             .map(|(host, s)| async move {
@@ -123,6 +142,8 @@ impl PolicyPusher {
             .collect()
             .await;
         let failed = results.iter().filter(|ok| !**ok).count();
+        self.metrics.pushed.inc_by((results.len() - failed) as u64);
+        self.metrics.failed.inc_by(failed as u64);
         Round {
             sent: results.len() - failed,
             failed,

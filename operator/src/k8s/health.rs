@@ -24,6 +24,7 @@ pub struct Metrics {
     pub peer_writes: Counter,
     pub peer_deletes: Counter,
     pub cluster_updates: Counter,
+    pub push: crate::agents::push::PushMetrics,
 }
 
 pub struct Health {
@@ -48,6 +49,11 @@ impl Health {
                 "Tasks the scheduler tracks",
                 &metrics.tasks,
             ),
+            (
+                "operator_agents_attached",
+                "Agents with a command stream open",
+                &metrics.push.attached,
+            ),
         ] {
             registry.register(name, help, gauge.clone());
         }
@@ -66,6 +72,16 @@ impl Health {
                 "operator_cluster_scope_updates",
                 "Times the Cluster scopes were reloaded",
                 &metrics.cluster_updates,
+            ),
+            (
+                "operator_settings_pushes",
+                "PeerPolicy settings an agent confirmed",
+                &metrics.push.pushed,
+            ),
+            (
+                "operator_settings_push_failures",
+                "PeerPolicy settings an agent refused or did not confirm in time",
+                &metrics.push.failed,
             ),
         ] {
             registry.register(name, help, counter.clone());

@@ -115,12 +115,15 @@ pub async fn run(
         .run(),
     );
     let agents = Arc::new(crate::agents::Agents::default());
-    let pusher = Arc::new(crate::agents::push::PolicyPusher::new(
-        agents.clone(),
-        core.clone(),
-        svc.policies.clone(),
-        Duration::from_secs(2),
-    ));
+    let pusher = Arc::new(
+        crate::agents::push::PolicyPusher::new(
+            agents.clone(),
+            core.clone(),
+            svc.policies.clone(),
+            Duration::from_secs(2),
+        )
+        .with_metrics(health.metrics.push.clone()),
+    );
     tokio::spawn(pusher.clone().run());
     tokio::spawn(policies::PolicyController::new(client.clone(), pusher, events).run());
     let peers = peers::PeerManager::new(client.clone(), core, cfg.peer_write_interval, health);
