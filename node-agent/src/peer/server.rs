@@ -58,24 +58,34 @@ async fn push_pieces(
     wait: Duration,
     tx: mpsc::Sender<Result<pb::PieceAvailability, Status>>,
 ) {
-    let mut changes = storage.metadata.subscribe();
+    let mut changes = storage.metadata.subscribe(&task_id);
+    // Pieces stored before this index are covered by the first full read.
+    let mut logged = changes.borrow_and_update().pieces.len();
     let mut sent = HashSet::new();
     let appear_by = tokio::time::Instant::now() + wait;
     let mut seen_task = false;
     loop {
-        // Marked seen before reading, so a write racing this read wakes us again.
-        changes.borrow_and_update();
+        // Marked seen before reading, so a write racing this read wakes us
+        // again; the log says which pieces are new.
+        let fresh: Vec<u32> = {
+            let c = changes.borrow_and_update();
+            let fresh = c.pieces.get(logged..).unwrap_or_default().to_vec();
+            logged = c.pieces.len();
+            fresh
+        };
         match storage.metadata.task(&task_id) {
             Ok(Some(task)) => {
-                seen_task = true;
-                let Ok(pieces) = storage.metadata.pieces(&task_id) else {
-                    return;
+                let numbers = if seen_task {
+                    fresh
+                } else {
+                    // First sight of the task: everything held so far.
+                    seen_task = true;
+                    let Ok(pieces) = storage.metadata.pieces(&task_id) else {
+                        return;
+                    };
+                    pieces.iter().map(|p| p.number).chain(fresh).collect()
                 };
-                let new: Vec<u32> = pieces
-                    .iter()
-                    .map(|p| p.number)
-                    .filter(|n| sent.insert(*n))
-                    .collect();
+                let new: Vec<u32> = numbers.into_iter().filter(|n| sent.insert(*n)).collect();
                 let complete = task.state == TaskState::Succeeded;
                 let msg = pb::PieceAvailability {
                     numbers: new,

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
 
 const CF_TASK: &str = "task";
@@ -66,11 +67,21 @@ pub struct PieceMeta {
     pub finished_at: u64,
 }
 
+/// What changed in one task since its first watcher subscribed.
+#[derive(Debug, Default)]
+pub struct TaskChanges {
+    /// Bumped on every write of the task's record or pieces.
+    pub version: u64,
+    /// Piece numbers stored, in order, so a watcher reads only what is new
+    /// instead of rescanning the task's pieces.
+    pub pieces: Vec<u32>,
+}
+
 pub struct Metadata {
     db: DB,
-    /// Bumped on every task or piece write, so upload streams wake on new
-    /// pieces instead of polling the database.
-    changes: tokio::sync::watch::Sender<u64>,
+    /// Per watched task, so an upload stream wakes for its own task's pieces
+    /// only (never for other tasks' writes) and without polling the database.
+    changes: parking_lot::Mutex<HashMap<String, tokio::sync::watch::Sender<TaskChanges>>>,
 }
 
 fn piece_key(task_id: &str, number: u32) -> String {
@@ -116,17 +127,28 @@ impl Metadata {
         })?;
         Ok(Self {
             db,
-            changes: tokio::sync::watch::Sender::new(0),
+            changes: parking_lot::Mutex::default(),
         })
     }
 
-    /// Wakes when any task or piece record changes.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// Wakes when `task_id`'s record or pieces change.
+    pub fn subscribe(&self, task_id: &str) -> tokio::sync::watch::Receiver<TaskChanges> {
+        let mut changes = self.changes.lock();
+        // Tasks nobody watches any more stop being tracked.
+        changes.retain(|_, s| s.receiver_count() > 0);
+        changes
+            .entry(task_id.to_string())
+            .or_insert_with(|| tokio::sync::watch::Sender::new(TaskChanges::default()))
+            .subscribe()
     }
 
-    fn changed(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    fn changed(&self, task_id: &str, piece: Option<u32>) {
+        if let Some(s) = self.changes.lock().get(task_id) {
+            s.send_modify(|c| {
+                c.version = c.version.wrapping_add(1);
+                c.pieces.extend(piece);
+            });
+        }
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -144,7 +166,7 @@ impl Metadata {
 
     pub fn put_task(&self, task: &TaskMeta) -> Result<()> {
         self.db.put_cf(self.cf(CF_TASK)?, &task.id, encode(task)?)?;
-        self.changed();
+        self.changed(&task.id, None);
         Ok(())
     }
 
@@ -161,7 +183,7 @@ impl Metadata {
             piece_key(task_id, piece.number),
             encode(piece)?,
         )?;
-        self.changed();
+        self.changed(task_id, Some(piece.number));
         Ok(())
     }
 
@@ -207,7 +229,7 @@ impl Metadata {
     pub fn delete_task(&self, task_id: &str) -> Result<()> {
         self.clear_pieces(task_id)?;
         self.db.delete_cf(self.cf(CF_TASK)?, task_id)?;
-        self.changed();
+        self.changed(task_id, None);
         Ok(())
     }
 }
@@ -272,5 +294,26 @@ mod tests {
         assert!(m.task(&a).unwrap().is_none());
         assert_eq!(m.pieces(&b).unwrap().len(), 1);
         assert_eq!(m.tasks().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_watcher_wakes_for_its_own_task_and_reads_only_new_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metadata::open(dir.path()).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        m.put_task(&task(&a)).unwrap();
+        let mut rx = m.subscribe(&a);
+        rx.borrow_and_update();
+        m.put_task(&task(&b)).unwrap();
+        m.put_piece(&b, &piece(1)).unwrap();
+        assert!(!rx.has_changed().unwrap(), "woken by another task's writes");
+        m.put_piece(&a, &piece(3)).unwrap();
+        m.put_piece(&a, &piece(0)).unwrap();
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(rx.borrow_and_update().pieces, [3, 0]);
+        drop(rx);
+        // Unwatched tasks are dropped from tracking on the next subscribe.
+        let _rx = m.subscribe(&b);
+        assert_eq!(m.changes.lock().len(), 1);
     }
 }
