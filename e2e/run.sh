@@ -81,7 +81,7 @@ can() { [ "$(kubectl auth can-i --as="$SA" "$@" 2>/dev/null)" = yes ]; }
 can patch peers && can create peers && can patch peerpolicies/status && can update leases/darter-operator -n darter \
   && ok "operator may write Peers, policy status and its Lease" || bad "operator lacks a right it needs"
 ! can get secrets -A && ! can create pods -n darter && ! can delete clusters.darter.dev && ! can update leases/other -n darter \
-  && ! can list nodes && ok "operator may not read Secrets, run Pods, delete Clusters, take other Leases or list Nodes" \
+  && ! can patch nodes && ok "operator may not read Secrets, run Pods, delete Clusters, take other Leases or change Nodes" \
   || bad "operator has more rights than it needs"
 [ "$(kubectl auth can-i --as=system:serviceaccount:darter:darter-agent list peers 2>/dev/null)" = no ] \
   && ok "the agents' ServiceAccount has no rights" || bad "agent SA has rights"
@@ -228,6 +228,16 @@ wait_for "the refresh annotation forces a Peer write" bash -c "[ \"\$(kubectl ge
 
 kubectl delete peer 127.0.1.2-agent-1 >/dev/null
 wait_for "a Peer deleted by hand is written again" kubectl get peer 127.0.1.2-agent-1
+# Seed peers by node label: a Node object for agent-1 (no kubelet needed).
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Node
+metadata: {name: agent-1, labels: {darter.dev/seed: "true"}}
+YAML
+kubectl patch dcl east --type merge -p '{"spec":{"seedPeers":{"nodeSelector":{"darter.dev/seed":"true"}}}}' >/dev/null
+wait_for "a labelled node's agent becomes its Cluster's seed peer" bash -c \
+  "kubectl get peer 127.0.1.2-agent-1 -o jsonpath='{.spec.type}' | grep -cx seed >/dev/null"
+wait_for "Cluster status counts 1 seed peer" bash -c "[ \"\$(kubectl get dcl east -o jsonpath='{.status.seedPeers}')\" = 1 ]"
 kubectl get dcl east -o jsonpath='{.metadata.finalizers}' | grep -c 'darter.dev/replace-agents' >/dev/null \
   && ok "Clusters hold the finalizer" || bad "no Cluster finalizer"
 wait_for "Cluster status counts east's tasks" bash -c '[ "$(kubectl get dcl east -o jsonpath={.status.tasks})" -ge 1 ]'

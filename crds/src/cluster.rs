@@ -34,7 +34,9 @@ pub struct ClusterSpec {
     /// Parent selection knobs for this cluster's scheduler.
     #[serde(default)]
     pub scheduling: SchedulingSettings,
-    /// Nodes that run the agent as a seed peer (first download of each task).
+    /// Agents that act as this cluster's seed peers (first download of each
+    /// task), whatever they announce: by node name (the agent's hostname) or
+    /// by Node labels.
     #[serde(default)]
     pub seed_peers: SeedPeerSelector,
     /// Jobs (preheat, task-cache queries) accepted per second.
@@ -103,7 +105,7 @@ pub struct SeedPeerSelector {
     /// Nodes by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_names: Vec<String>,
-    /// Nodes by label.
+    /// Nodes whose labels include all of these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
 }

@@ -11,6 +11,7 @@ use super::reconcile::{self, Controller, Objects, StatusBook};
 use crate::scheduler::Scheduler;
 use crate::scheduler::clusters::ClusterMatcher;
 use crate::scheduler::resource::HostKind;
+use crate::scheduler::service::NodeLabels;
 use darter_crds::{Cluster, ClusterSpec};
 use kube::runtime::events::EventType;
 use kube::{Api, Client};
@@ -38,6 +39,7 @@ pub struct ClusterController {
     matcher: Arc<RwLock<ClusterMatcher>>,
     /// Cluster of hosts when there are no Cluster objects.
     fallback: String,
+    node_labels: NodeLabels,
     health: Arc<Health>,
     events: Events,
     /// Live clusters' (generation, spec) in force.
@@ -52,6 +54,7 @@ impl ClusterController {
         core: Arc<Scheduler>,
         matcher: Arc<RwLock<ClusterMatcher>>,
         fallback: String,
+        node_labels: NodeLabels,
         health: Arc<Health>,
         events: Events,
     ) -> Self {
@@ -60,6 +63,7 @@ impl ClusterController {
             core,
             matcher,
             fallback,
+            node_labels,
             health,
             events,
             specs: BTreeMap::new(),
@@ -85,14 +89,14 @@ impl ClusterController {
                 if h.info.cluster != name {
                     continue;
                 }
-                match m.place(&h.info, &self.fallback) {
-                    Some(to) => {
-                        let mut info = h.info.clone();
-                        info.cluster = to.to_string();
-                        self.core.announce_host(info);
-                        moved += 1;
-                    }
-                    None => unplaced += 1,
+                let mut info = h.info.clone();
+                let labels = self.node_labels.read();
+                let node = labels.get(&h.info.hostname);
+                if m.assign(&mut info, &self.fallback, node) {
+                    self.core.announce_host(info);
+                    moved += 1;
+                } else {
+                    unplaced += 1;
                 }
             }
         }

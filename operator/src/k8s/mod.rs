@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod events;
 pub mod health;
 pub mod leader;
+pub mod nodes;
 pub mod peers;
 pub mod policies;
 pub mod reconcile;
@@ -109,11 +110,16 @@ pub async fn run(
             core.clone(),
             svc.clusters.clone(),
             svc.cluster.clone(),
+            svc.node_labels.clone(),
             health.clone(),
             events.clone(),
         )
         .run(),
     );
+    tokio::spawn(nodes::watch_node_labels(
+        client.clone(),
+        svc.node_labels.clone(),
+    ));
     let agents = Arc::new(crate::agents::Agents::default());
     let pusher = Arc::new(
         crate::agents::push::PolicyPusher::new(

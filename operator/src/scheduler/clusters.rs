@@ -6,10 +6,12 @@
 //! replica decides the same. An agent that matches none joins the default
 //! cluster (the first default by name); with no default it has no cluster.
 
-use super::resource::HostInfo;
+use super::resource::{HostInfo, HostKind, ParentLimits};
 pub use super::scopes::ScopeError;
 use super::scopes::Scopes;
 use darter_crds::ClusterSpec;
+use darter_crds::cluster::SchedulingSettings;
+use std::collections::BTreeMap;
 
 const CIDR_WEIGHT: f64 = 0.3;
 const HOSTNAME_WEIGHT: f64 = 0.3;
@@ -21,6 +23,9 @@ struct Compiled {
     name: String,
     is_default: bool,
     scopes: Scopes,
+    scheduling: SchedulingSettings,
+    seed_nodes: Vec<String>,
+    seed_labels: BTreeMap<String, String>,
 }
 
 /// The clusters' scopes, compiled once per change of the Cluster objects.
@@ -41,6 +46,9 @@ impl ClusterMatcher {
                 name: name.to_string(),
                 is_default: spec.is_default,
                 scopes: Scopes::compile(&format!("cluster {name}"), &spec.scopes)?,
+                scheduling: spec.scheduling.clone(),
+                seed_nodes: spec.seed_peers.node_names.clone(),
+                seed_labels: spec.seed_peers.node_selector.clone(),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -75,14 +83,44 @@ impl ClusterMatcher {
         score
     }
 
-    /// Where `host` goes: the matching cluster, or `fallback` while there are
-    /// no clusters at all; `None` when some exist but none takes it.
-    pub fn place<'a>(&'a self, host: &HostInfo, fallback: &'a str) -> Option<&'a str> {
+    /// Places `host`: its cluster (the best match, or `fallback` while there
+    /// are no clusters at all), and that cluster's settings: parent limits,
+    /// seed role for the nodes its `seedPeers` names or selects by
+    /// `node_labels`, and upload slots capped by its per-kind limit. `false`
+    /// when clusters exist but none takes the host.
+    pub fn assign(
+        &self,
+        host: &mut HostInfo,
+        fallback: &str,
+        node_labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
         if self.is_empty() {
-            Some(fallback)
-        } else {
-            self.select(host)
+            host.cluster = fallback.to_string();
+            return true;
         }
+        let Some(name) = self.select(host) else {
+            return false;
+        };
+        host.cluster = name.to_string();
+        let Some(c) = self.clusters.iter().find(|c| c.name == name) else {
+            return true;
+        };
+        let s = &c.scheduling;
+        host.parent_limits = Some(ParentLimits {
+            candidates: s.candidate_parent_limit as usize,
+            sample: s.filter_parent_limit as usize,
+        });
+        let labelled = !c.seed_labels.is_empty()
+            && node_labels.is_some_and(|l| c.seed_labels.iter().all(|(k, v)| l.get(k) == Some(v)));
+        if labelled || c.seed_nodes.contains(&host.hostname) {
+            host.kind = HostKind::Seed;
+        }
+        let cap = match host.kind {
+            HostKind::Seed => s.seed_upload_slots,
+            HostKind::Normal => s.normal_upload_slots,
+        };
+        host.upload_slots = host.upload_slots.min(cap);
+        true
     }
 
     /// The cluster `host` belongs to.
@@ -173,5 +211,47 @@ mod tests {
             ClusterMatcher::new([("c", &bad)]).err().unwrap(),
             ScopeError::Cidr { .. }
         ));
+    }
+
+    #[test]
+    fn a_cluster_gives_its_hosts_limits_seed_roles_and_slot_caps() {
+        let east = spec(
+            "scopes: {hostnames: ['^east-']}\n\
+             scheduling: {candidateParentLimit: 2, filterParentLimit: 40, normalUploadSlots: 5, seedUploadSlots: 500}\n\
+             seedPeers: {nodeNames: [east-seed], nodeSelector: {role: seed}}",
+        );
+        let m = ClusterMatcher::new([("east", &east)]).unwrap();
+        let mut plain = HostInfo {
+            upload_slots: 50,
+            ..host("10.0.0.1", "east-1", None, None)
+        };
+        assert!(m.assign(&mut plain, "fallback", None));
+        assert_eq!(plain.cluster, "east");
+        assert_eq!(
+            plain.parent_limits,
+            Some(ParentLimits {
+                candidates: 2,
+                sample: 40
+            })
+        );
+        assert_eq!((plain.kind, plain.upload_slots), (HostKind::Normal, 5));
+        let mut named = HostInfo {
+            upload_slots: 50,
+            ..host("10.0.0.2", "east-seed", None, None)
+        };
+        assert!(m.assign(&mut named, "fallback", None));
+        assert_eq!((named.kind, named.upload_slots), (HostKind::Seed, 50));
+        let labels = BTreeMap::from([("role".to_string(), "seed".to_string())]);
+        let mut by_label = host("10.0.0.3", "east-3", None, None);
+        assert!(m.assign(&mut by_label, "fallback", Some(&labels)));
+        assert_eq!(by_label.kind, HostKind::Seed);
+        let mut stranger = host("10.0.0.4", "west-1", None, None);
+        assert!(!m.assign(&mut stranger, "fallback", None));
+        let none = ClusterMatcher::default();
+        assert!(none.assign(&mut stranger, "fallback", None));
+        assert_eq!(
+            (stranger.cluster.as_str(), stranger.parent_limits),
+            ("fallback", None)
+        );
     }
 }

@@ -84,6 +84,7 @@ mod tests {
             disable_shared: false,
             cluster: String::new(),
             policy: None,
+            parent_limits: None,
         })
     }
 

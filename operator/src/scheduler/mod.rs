@@ -342,11 +342,19 @@ impl Scheduler {
         let Some(child_host) = hosts.get(&child.host_id) else {
             return Vec::new();
         };
+        // The child's Cluster may set its own limits.
+        let (candidates, sample_size) = child_host.info.parent_limits.map_or(
+            (
+                self.cfg.candidate_parent_limit,
+                self.cfg.filter_parent_limit,
+            ),
+            |l| (l.candidates, l.sample),
+        );
         let sample = t
             .peers
             .values()
             .filter(|p| p.id != child_id)
-            .choose_multiple(&mut rand::rng(), self.cfg.filter_parent_limit);
+            .choose_multiple(&mut rand::rng(), sample_size);
         let mut out: Vec<Candidate> = sample
             .into_iter()
             .filter_map(|p| {
@@ -376,7 +384,7 @@ impl Scheduler {
                 .total_cmp(&a.score)
                 .then_with(|| a.peer_id.cmp(&b.peer_id))
         });
-        out.truncate(self.cfg.candidate_parent_limit);
+        out.truncate(candidates);
         out
     }
 

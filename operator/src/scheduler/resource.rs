@@ -37,6 +37,17 @@ pub struct HostInfo {
     pub cluster: String,
     /// The PeerPolicy governing it, if any.
     pub policy: Option<String>,
+    /// Parent selection limits of its Cluster; `None`: the scheduler's own.
+    pub parent_limits: Option<ParentLimits>,
+}
+
+/// A Cluster's parent selection knobs, carried by each host placed in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParentLimits {
+    /// Parents handed to a peer at once.
+    pub candidates: usize,
+    /// Peers sampled from a task before filtering.
+    pub sample: usize,
 }
 
 #[cfg(test)]
@@ -57,6 +68,7 @@ impl HostInfo {
             disable_shared: false,
             cluster: String::new(),
             policy: None,
+            parent_limits: None,
         }
     }
 }

@@ -30,7 +30,16 @@ pub struct SchedulerService {
     /// PeerPolicies: the scheduler enforces leech mode and upload slots of
     /// the winning one whatever the agent announces.
     pub policies: Arc<parking_lot::RwLock<PolicyMatcher>>,
+    /// Node labels by node name (Kubernetes mode), for seed peer selectors.
+    pub node_labels: NodeLabels,
 }
+
+/// Labels of each Kubernetes Node, by name (= the agent's hostname).
+pub type NodeLabels = Arc<
+    parking_lot::RwLock<
+        std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+    >,
+>;
 
 impl SchedulerService {
     pub fn new(core: Arc<Scheduler>) -> Self {
@@ -41,6 +50,7 @@ impl SchedulerService {
             cluster: "default".into(),
             clusters: Arc::default(),
             policies: Arc::default(),
+            node_labels: Arc::default(),
         }
     }
 }
@@ -81,6 +91,7 @@ fn host_info(h: pb::Host) -> Result<HostInfo, Status> {
         disable_shared: h.disable_shared,
         cluster: String::new(),
         policy: None,
+        parent_limits: None,
     })
 }
 
@@ -241,17 +252,19 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             task_count: host.task_count,
         };
         let mut info = host_info(host)?;
-        info.cluster = self
-            .clusters
-            .read()
-            .place(&info, &self.cluster)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "host {} ({}) matches no cluster and there is no default cluster",
-                    info.hostname, info.ip
-                ))
-            })?;
+        let placed = {
+            let labels = self.node_labels.read();
+            let node = labels.get(&info.hostname).cloned();
+            self.clusters
+                .read()
+                .assign(&mut info, &self.cluster, node.as_ref())
+        };
+        if !placed {
+            return Err(Status::failed_precondition(format!(
+                "host {} ({}) matches no cluster and there is no default cluster",
+                info.hostname, info.ip
+            )));
+        }
         self.policies.read().enforce(&mut info);
         let cluster = info.cluster.clone();
         let id = info.id.clone();

@@ -15,6 +15,7 @@ fn host(n: u8, kind: HostKind) -> HostInfo {
         disable_shared: false,
         cluster: String::new(),
         policy: None,
+        parent_limits: None,
     }
 }
 
@@ -279,4 +280,29 @@ fn a_peer_high_in_the_dag_gets_peers_that_overtook_it() {
     let again = s.reschedule("t", "b", &[]).unwrap();
     assert!(parents(&again).contains(&"c".to_string()), "{again:?}");
     assert!(s.all_acyclic());
+}
+
+#[test]
+fn a_child_gets_as_many_parents_as_its_cluster_allows() {
+    let s = sched_with_hosts(10);
+    for i in 1..=8u8 {
+        let _ = s
+            .register_peer("t", &format!("p{i}"), &hid(i), Some(100), Some(10))
+            .unwrap();
+        let _ = s.piece_finished("t", &format!("p{i}"), 0, None, Duration::ZERO);
+    }
+    let d = s
+        .register_peer("t", "p9", &hid(9), Some(100), Some(10))
+        .unwrap();
+    assert_eq!(parents(&d).len(), 4, "the scheduler's default");
+    let mut narrow = host(10, HostKind::Normal);
+    narrow.parent_limits = Some(resource::ParentLimits {
+        candidates: 2,
+        sample: 15,
+    });
+    s.announce_host(narrow);
+    let d = s
+        .register_peer("t", "p10", &hid(10), Some(100), Some(10))
+        .unwrap();
+    assert_eq!(parents(&d).len(), 2, "{d:?}");
 }
