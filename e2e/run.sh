@@ -238,6 +238,15 @@ kubectl patch dcl east --type merge -p '{"spec":{"seedPeers":{"nodeSelector":{"d
 wait_for "a labelled node's agent becomes its Cluster's seed peer" bash -c \
   "kubectl get peer 127.0.1.2-agent-1 -o jsonpath='{.spec.type}' | grep -cx seed >/dev/null"
 wait_for "Cluster status counts 1 seed peer" bash -c "[ \"\$(kubectl get dcl east -o jsonpath='{.status.seedPeers}')\" = 1 ]"
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: darter.dev/v1alpha1
+kind: PeerPolicy
+metadata: {name: seed-uploads}
+spec: {selector: {nodeSelector: {darter.dev/seed: "true"}}, uploadRateLimit: 7MiB/s}
+YAML
+wait_for "a PeerPolicy selects agent-1 by its Node's labels" bash -c \
+  "'$BIN/darter' --storage-dir '$WORK/agent-1/storage' status | grep -c 'uploadRateLimit: 7MiB/s' >/dev/null"
+kubectl delete dpp seed-uploads --wait=true --timeout=30s >/dev/null
 kubectl get dcl east -o jsonpath='{.metadata.finalizers}' | grep -c 'darter.dev/replace-agents' >/dev/null \
   && ok "Clusters hold the finalizer" || bad "no Cluster finalizer"
 wait_for "Cluster status counts east's tasks" bash -c '[ "$(kubectl get dcl east -o jsonpath={.status.tasks})" -ge 1 ]'

@@ -53,8 +53,8 @@ pub struct PeerPolicySpec {
 
 /// Selects agents: every criterion given must match (an agent matches a list
 /// when it matches any entry). Specificity, used to pick the winning policy,
-/// weighs the criteria given: hostnames 16, cidrs 8, idc 4, location 2,
-/// clusters 1.
+/// weighs the criteria given: hostnames 16, nodeSelector 12, cidrs 8, idc 4,
+/// location 2, clusters 1.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerSelector {
@@ -65,6 +65,9 @@ pub struct PeerSelector {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 253)))]
     pub clusters: Vec<String>,
+    /// Labels the agent's Node must carry (all of them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_selector: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -11,7 +11,6 @@ use super::reconcile::{self, Controller, Objects, StatusBook};
 use crate::scheduler::Scheduler;
 use crate::scheduler::clusters::ClusterMatcher;
 use crate::scheduler::resource::HostKind;
-use crate::scheduler::service::NodeLabels;
 use darter_crds::{Cluster, ClusterSpec};
 use kube::runtime::events::EventType;
 use kube::{Api, Client};
@@ -39,7 +38,6 @@ pub struct ClusterController {
     matcher: Arc<RwLock<ClusterMatcher>>,
     /// Cluster of hosts when there are no Cluster objects.
     fallback: String,
-    node_labels: NodeLabels,
     health: Arc<Health>,
     events: Events,
     /// Live clusters' (generation, spec) in force.
@@ -54,7 +52,6 @@ impl ClusterController {
         core: Arc<Scheduler>,
         matcher: Arc<RwLock<ClusterMatcher>>,
         fallback: String,
-        node_labels: NodeLabels,
         health: Arc<Health>,
         events: Events,
     ) -> Self {
@@ -63,7 +60,6 @@ impl ClusterController {
             core,
             matcher,
             fallback,
-            node_labels,
             health,
             events,
             specs: BTreeMap::new(),
@@ -90,9 +86,7 @@ impl ClusterController {
                     continue;
                 }
                 let mut info = h.info.clone();
-                let labels = self.node_labels.read();
-                let node = labels.get(&h.info.hostname);
-                if m.assign(&mut info, &self.fallback, node) {
+                if m.assign(&mut info, &self.fallback) {
                     self.core.announce_host(info);
                     moved += 1;
                 } else {

@@ -110,7 +110,6 @@ pub async fn run(
             core.clone(),
             svc.clusters.clone(),
             svc.cluster.clone(),
-            svc.node_labels.clone(),
             health.clone(),
             events.clone(),
         )

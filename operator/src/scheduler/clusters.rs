@@ -8,7 +8,7 @@
 
 use super::resource::{HostInfo, HostKind, ParentLimits};
 pub use super::scopes::ScopeError;
-use super::scopes::Scopes;
+use super::scopes::{Scopes, labels_match};
 use darter_crds::ClusterSpec;
 use darter_crds::cluster::SchedulingSettings;
 use std::collections::BTreeMap;
@@ -85,15 +85,10 @@ impl ClusterMatcher {
 
     /// Places `host`: its cluster (the best match, or `fallback` while there
     /// are no clusters at all), and that cluster's settings: parent limits,
-    /// seed role for the nodes its `seedPeers` names or selects by
-    /// `node_labels`, and upload slots capped by its per-kind limit. `false`
-    /// when clusters exist but none takes the host.
-    pub fn assign(
-        &self,
-        host: &mut HostInfo,
-        fallback: &str,
-        node_labels: Option<&BTreeMap<String, String>>,
-    ) -> bool {
+    /// seed role for the nodes its `seedPeers` names or selects by label,
+    /// and upload slots capped by its per-kind limit. `false` when clusters
+    /// exist but none takes the host.
+    pub fn assign(&self, host: &mut HostInfo, fallback: &str) -> bool {
         if self.is_empty() {
             host.cluster = fallback.to_string();
             return true;
@@ -110,8 +105,7 @@ impl ClusterMatcher {
             candidates: s.candidate_parent_limit as usize,
             sample: s.filter_parent_limit as usize,
         });
-        let labelled = !c.seed_labels.is_empty()
-            && node_labels.is_some_and(|l| c.seed_labels.iter().all(|(k, v)| l.get(k) == Some(v)));
+        let labelled = !c.seed_labels.is_empty() && labels_match(&c.seed_labels, &host.node_labels);
         if labelled || c.seed_nodes.contains(&host.hostname) {
             host.kind = HostKind::Seed;
         }
@@ -225,7 +219,7 @@ mod tests {
             upload_slots: 50,
             ..host("10.0.0.1", "east-1", None, None)
         };
-        assert!(m.assign(&mut plain, "fallback", None));
+        assert!(m.assign(&mut plain, "fallback"));
         assert_eq!(plain.cluster, "east");
         assert_eq!(
             plain.parent_limits,
@@ -239,16 +233,18 @@ mod tests {
             upload_slots: 50,
             ..host("10.0.0.2", "east-seed", None, None)
         };
-        assert!(m.assign(&mut named, "fallback", None));
+        assert!(m.assign(&mut named, "fallback"));
         assert_eq!((named.kind, named.upload_slots), (HostKind::Seed, 50));
-        let labels = BTreeMap::from([("role".to_string(), "seed".to_string())]);
-        let mut by_label = host("10.0.0.3", "east-3", None, None);
-        assert!(m.assign(&mut by_label, "fallback", Some(&labels)));
+        let mut by_label = HostInfo {
+            node_labels: BTreeMap::from([("role".to_string(), "seed".to_string())]),
+            ..host("10.0.0.3", "east-3", None, None)
+        };
+        assert!(m.assign(&mut by_label, "fallback"));
         assert_eq!(by_label.kind, HostKind::Seed);
         let mut stranger = host("10.0.0.4", "west-1", None, None);
-        assert!(!m.assign(&mut stranger, "fallback", None));
+        assert!(!m.assign(&mut stranger, "fallback"));
         let none = ClusterMatcher::default();
-        assert!(none.assign(&mut stranger, "fallback", None));
+        assert!(none.assign(&mut stranger, "fallback"));
         assert_eq!(
             (stranger.cluster.as_str(), stranger.parent_limits),
             ("fallback", None)

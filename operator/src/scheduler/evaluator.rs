@@ -85,6 +85,7 @@ mod tests {
             cluster: String::new(),
             policy: None,
             parent_limits: None,
+            node_labels: Default::default(),
         })
     }
 

@@ -1,12 +1,12 @@
 //! Which PeerPolicy governs an agent. A policy selects agents by hostname
-//! regexes, CIDRs, IDC, location prefix and cluster names; every criterion it
-//! gives must match. Among the policies that select an agent the most
-//! specific wins (criteria weighed hostnames 16, cidrs 8, idc 4, location 2,
-//! clusters 1), then the higher `priority`, then the name that sorts first,
-//! so every replica decides the same.
+//! regexes, Node labels, CIDRs, IDC, location prefix and cluster names; every
+//! criterion it gives must match. Among the policies that select an agent the
+//! most specific wins (criteria weighed hostnames 16, node labels 12, cidrs 8,
+//! idc 4, location 2, clusters 1), then the higher `priority`, then the name
+//! that sorts first, so every replica decides the same.
 
 use super::resource::HostInfo;
-use super::scopes::{ScopeError, Scopes};
+use super::scopes::{ScopeError, Scopes, labels_match};
 use darter_common::ByteRate;
 use darter_crds::PeerPolicySpec;
 use darter_proto::agent::v1::ApplySettings;
@@ -16,6 +16,7 @@ struct Compiled {
     name: String,
     scopes: Scopes,
     clusters: Vec<String>,
+    node_selector: std::collections::BTreeMap<String, String>,
     specificity: u32,
     priority: i32,
     settings: ApplySettings,
@@ -89,6 +90,7 @@ impl PolicyMatcher {
             let s = &sel.scopes;
             let specificity = [
                 (!s.hostnames.is_empty(), 16),
+                (!sel.node_selector.is_empty(), 12),
                 (!s.cidrs.is_empty(), 8),
                 (s.idc.is_some(), 4),
                 (s.location.is_some(), 2),
@@ -102,6 +104,7 @@ impl PolicyMatcher {
                 name: name.to_string(),
                 scopes: Scopes::compile(&format!("peer policy {name}"), s)?,
                 clusters: sel.clusters.clone(),
+                node_selector: sel.node_selector.clone(),
                 specificity,
                 priority: spec.priority,
                 settings: settings_of(name, spec)?,
@@ -131,6 +134,7 @@ impl PolicyMatcher {
             .find(|p| {
                 p.scopes.all_match(host)
                     && (p.clusters.is_empty() || p.clusters.contains(&host.cluster))
+                    && labels_match(&p.node_selector, &host.node_labels)
             })
             .map(|p| Verdict {
                 policy: &p.name,
@@ -225,6 +229,17 @@ mod tests {
         let mut h = host("10.2.0.5", "a", "c");
         m.enforce(&mut h);
         assert_eq!((h.upload_slots, h.policy), (10, None));
+    }
+
+    #[test]
+    fn node_labels_select_and_outrank_cidrs() {
+        let gpu = spec("selector: {nodeSelector: {gpu: 'true'}}\ndisableShared: true");
+        let net = spec("selector: {cidrs: ['10.0.0.0/8']}\nuploadSlots: 9");
+        let m = PolicyMatcher::new([("gpu", &gpu), ("net", &net)]).unwrap();
+        let mut h = host("10.0.0.1", "n1", "c");
+        assert_eq!(m.select(&h).map(|v| v.policy), Some("net"));
+        h.node_labels.insert("gpu".into(), "true".into());
+        assert_eq!(m.select(&h).map(|v| v.policy), Some("gpu"));
     }
 
     #[test]

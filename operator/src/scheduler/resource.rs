@@ -39,6 +39,9 @@ pub struct HostInfo {
     pub policy: Option<String>,
     /// Parent selection limits of its Cluster; `None`: the scheduler's own.
     pub parent_limits: Option<ParentLimits>,
+    /// Labels of its Kubernetes Node (empty outside Kubernetes), matched by
+    /// seed peer and PeerPolicy selectors.
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A Cluster's parent selection knobs, carried by each host placed in it.
@@ -69,6 +72,7 @@ impl HostInfo {
             cluster: String::new(),
             policy: None,
             parent_limits: None,
+            node_labels: Default::default(),
         }
     }
 }

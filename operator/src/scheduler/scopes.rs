@@ -21,6 +21,14 @@ pub enum ScopeError {
     Cidr { owner: String, cidr: String },
 }
 
+/// Whether `have` holds every label of `want` with the same value.
+pub fn labels_match(
+    want: &std::collections::BTreeMap<String, String>,
+    have: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
 pub fn location_parts(l: &str) -> Vec<String> {
     l.split('|').map(str::to_string).collect()
 }

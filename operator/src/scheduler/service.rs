@@ -92,6 +92,7 @@ fn host_info(h: pb::Host) -> Result<HostInfo, Status> {
         cluster: String::new(),
         policy: None,
         parent_limits: None,
+        node_labels: Default::default(),
     })
 }
 
@@ -252,14 +253,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             task_count: host.task_count,
         };
         let mut info = host_info(host)?;
-        let placed = {
-            let labels = self.node_labels.read();
-            let node = labels.get(&info.hostname).cloned();
-            self.clusters
-                .read()
-                .assign(&mut info, &self.cluster, node.as_ref())
-        };
-        if !placed {
+        if let Some(l) = self.node_labels.read().get(&info.hostname) {
+            info.node_labels = l.clone();
+        }
+        if !self.clusters.read().assign(&mut info, &self.cluster) {
             return Err(Status::failed_precondition(format!(
                 "host {} ({}) matches no cluster and there is no default cluster",
                 info.hostname, info.ip

@@ -16,6 +16,7 @@ fn host(n: u8, kind: HostKind) -> HostInfo {
         cluster: String::new(),
         policy: None,
         parent_limits: None,
+        node_labels: Default::default(),
     }
 }
 
