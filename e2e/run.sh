@@ -198,6 +198,16 @@ kubectl get dpp agent-0-leech -o jsonpath='{.status.conditions[0].status}' | gre
 kubectl get dpp agent-0-leech -o jsonpath='{.metadata.finalizers}' | grep -c 'darter.dev/revert-agent-settings' >/dev/null \
   && ok "PeerPolicy holds the finalizer" || bad "no finalizer"
 wait_for "an Applied Event was recorded" bash -c "kubectl get events -n default | grep -c 'Applied.*governs 1 agent' >/dev/null"
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: darter.dev/v1alpha1
+kind: PeerPolicy
+metadata: {name: zero-rate}
+spec: {selector: {hostnames: ["^nobody$"]}, uploadRateLimit: 0MiB/s}
+YAML
+wait_for "a policy the schema admits but the operator cannot apply is Ready=False with the reason" bash -c \
+  "kubectl get dpp zero-rate -o jsonpath='{.status.conditions[0].status} {.status.conditions[0].message}' | grep -c '^False .*uploadRateLimit.*above zero' >/dev/null"
+kubectl get events -n default | grep -c 'Invalid.*peerpolicy/zero-rate' >/dev/null && ok "an Invalid Event names it" || bad "no Invalid Event"
+kubectl delete dpp zero-rate >/dev/null
 kubectl get dpp
 # agent-0 holds a new blob whole before agent-1 asks: the scheduler must not offer it.
 head -c $((8 << 20)) /dev/urandom >"$WORK/www/blob2"
@@ -262,6 +272,8 @@ grep -q "another replica leads" "$WORK/operator-b.log" && ok "standby waits for 
 kill -9 "$OPERATOR_PID"; wait "$OPERATOR_PID" 2>/dev/null || true
 wait_for "standby took the Lease and serves the scheduler" grep -q "listening on $SCHED" "$WORK/operator-b.out"
 wait_for "agents re-announced to the new leader" bash -c "curl -sf $HEALTH_B/metrics | grep -Eqx 'darter_scheduler_hosts [3-9]'"
+wait_for "agents reopened their command streams to the new leader" bash -c \
+  "curl -sf $HEALTH_B/metrics | grep -cx 'darter_operator_agents_attached 3' >/dev/null"
 "$BIN/darter" --storage-dir "$WORK/agent-0/storage" get "http://127.0.0.1:$NGINX_PORT/blob" --piece-length 4MiB \
   -O "$WORK/again" 2>"$WORK/again.log" && grep -q "cache hit" "$WORK/again.log" \
   && ok "agents kept what they hold through the operator failover" || bad "after failover: $(cat "$WORK/again.log")"

@@ -4,7 +4,7 @@
 //! what the agent last confirmed is sent. The scheduler's host records follow
 //! at once (leech mode and upload slots are enforced there too).
 
-use super::Agents;
+use super::{Agents, CommandError};
 use crate::scheduler::Scheduler;
 use crate::scheduler::policies::PolicyMatcher;
 use darter_proto::agent::v1::ApplySettings;
@@ -38,6 +38,9 @@ pub struct PolicyPusher {
     pub changed: Notify,
     /// Hosts each policy governs, as of the last round.
     matched: RwLock<BTreeMap<String, u32>>,
+    /// Per policy, agents that refused its settings in the last round that
+    /// sent them (host and reason of the first), until one confirms.
+    refused: RwLock<BTreeMap<String, (usize, String)>>,
     /// One round at a time (the loop and a finalizer may both ask).
     round: tokio::sync::Mutex<()>,
     interval: Duration,
@@ -64,6 +67,7 @@ impl PolicyPusher {
             policies,
             changed: Notify::new(),
             matched: RwLock::default(),
+            refused: RwLock::default(),
             round: tokio::sync::Mutex::new(()),
             interval,
             metrics: PushMetrics::default(),
@@ -78,6 +82,11 @@ impl PolicyPusher {
     /// Hosts each policy governs (policies governing none are absent).
     pub fn matched(&self) -> BTreeMap<String, u32> {
         self.matched.read().clone()
+    }
+
+    /// Per policy: how many agents refused its settings, and why the first did.
+    pub fn refused(&self) -> BTreeMap<String, (usize, String)> {
+        self.refused.read().clone()
     }
 
     pub async fn run(self: Arc<Self>) {
@@ -124,26 +133,42 @@ impl PolicyPusher {
             self.agents.attached().into_iter().collect();
         self.metrics.attached.set(attached.len() as i64);
         due.retain(|(h, _)| attached.contains(h));
-        let results: Vec<bool> = futures::stream::iter(due)
+        let results: Vec<(String, Result<(), CommandError>)> = futures::stream::iter(due)
             .map(|(host, s)| async move {
                 let policy = s.policy.clone();
-                match self.agents.apply(&host, s, SEND_TIMEOUT).await {
-                    Ok(()) => {
-                        tracing::info!(host = %host, policy = %policy, "settings pushed");
-                        true
-                    }
+                let r = self.agents.apply(&host, s, SEND_TIMEOUT).await;
+                match &r {
+                    Ok(()) => tracing::info!(host = %host, policy = %policy, "settings pushed"),
                     Err(e) => {
-                        tracing::warn!(host = %host, error = %e, "settings not applied; retrying");
-                        false
+                        tracing::warn!(host = %host, error = %e, "settings not applied; retrying")
                     }
                 }
+                (policy, r)
             })
             .buffer_unordered(CONCURRENT_SENDS)
             .collect()
             .await;
-        let failed = results.iter().filter(|ok| !**ok).count();
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
         self.metrics.pushed.inc_by((results.len() - failed) as u64);
         self.metrics.failed.inc_by(failed as u64);
+        // A refusal (not a timeout) is the policy's fault: its status says
+        // so until the policy's agents confirm (each round re-sends).
+        let mut this_round: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for (policy, r) in &results {
+            if let Err(e @ CommandError::Refused { .. }) = r {
+                this_round
+                    .entry(policy.clone())
+                    .or_insert((0, e.to_string()))
+                    .0 += 1;
+            }
+        }
+        let matched = self.matched.read();
+        let mut refused = self.refused.write();
+        for (policy, _) in &results {
+            refused.remove(policy);
+        }
+        refused.extend(this_round);
+        refused.retain(|p, _| matched.contains_key(p));
         Round {
             sent: results.len() - failed,
             failed,

@@ -25,6 +25,8 @@ struct Shown {
     generation: i64,
     matched: u32,
     error: Option<String>,
+    /// Agents that refused the settings, and why the first did.
+    refused: Option<(usize, String)>,
 }
 
 pub struct PolicyController {
@@ -116,6 +118,7 @@ impl Controller<PeerPolicy> for PolicyController {
     /// Status of every live policy, written when it changed.
     async fn tick(&mut self, objects: &Objects<PeerPolicy>) {
         let matched = self.pusher.matched();
+        let refused = self.pusher.refused();
         let names: Vec<(String, i64)> = self
             .specs
             .iter()
@@ -126,18 +129,23 @@ impl Controller<PeerPolicy> for PolicyController {
                 generation,
                 matched: matched.get(&name).copied().unwrap_or(0),
                 error: self.invalid.get(&name).cloned(),
+                refused: refused.get(&name).cloned(),
             };
             if self.status.unchanged(&name, &now) {
                 continue;
             }
-            let ready = now.error.is_none();
+            let ready = now.error.is_none() && now.refused.is_none();
             let since = self.status.since(&name, ready);
-            let (reason, message) = match &now.error {
-                None => (
+            let (reason, message) = match (&now.error, &now.refused) {
+                (Some(e), _) => ("Invalid", e.clone()),
+                (None, Some((n, first))) => (
+                    "AgentsRefused",
+                    format!("{n} agent(s) refused the settings: {first}"),
+                ),
+                (None, None) => (
                     "Applied",
                     format!("governs {} agent(s); settings pushed", now.matched),
                 ),
-                Some(e) => ("Invalid", e.clone()),
             };
             let fields = json!({"matchedPeers": now.matched});
             let body = reconcile::ready_status(
@@ -152,14 +160,19 @@ impl Controller<PeerPolicy> for PolicyController {
             if !reconcile::apply_status(&self.api, &name, &body).await {
                 continue;
             }
-            let before = self.status.last(&name).map(|s| s.matched);
-            if ready
-                && before != Some(now.matched)
-                && let Some(p) = objects.get(&name)
-            {
-                self.events
-                    .publish(p, EventType::Normal, "Applied", "PushSettings", &message)
-                    .await;
+            let before = self.status.last(&name);
+            if let Some(p) = objects.get(&name) {
+                if ready && before.map(|s| s.matched) != Some(now.matched) {
+                    self.events
+                        .publish(p, EventType::Normal, "Applied", "PushSettings", &message)
+                        .await;
+                } else if now.refused.is_some()
+                    && before.and_then(|s| s.refused.as_ref()) != now.refused.as_ref()
+                {
+                    self.events
+                        .publish(p, EventType::Warning, reason, "PushSettings", &message)
+                        .await;
+                }
             }
             self.status.record(&name, now);
         }

@@ -53,14 +53,17 @@ pub enum PolicyError {
 fn rate(policy: &str, field: &'static str, v: &Option<String>) -> Result<Option<u64>, PolicyError> {
     v.as_deref()
         .map(|s| {
-            ByteRate::from_str(s)
-                .map(|r| r.0)
-                .map_err(|e| PolicyError::Rate {
-                    policy: policy.to_string(),
-                    field,
-                    value: s.to_string(),
-                    reason: e.to_string(),
-                })
+            let bad = |reason: String| PolicyError::Rate {
+                policy: policy.to_string(),
+                field,
+                value: s.to_string(),
+                reason,
+            };
+            match ByteRate::from_str(s) {
+                Ok(r) if r.0 == 0 => Err(bad("must be above zero".into())),
+                Ok(r) => Ok(r.0),
+                Err(e) => Err(bad(e.to_string())),
+            }
         })
         .transpose()
 }
@@ -250,5 +253,14 @@ mod tests {
         let bad = spec("uploadRateLimit: lots");
         let e = PolicyMatcher::new([("q", &bad)]).err().unwrap().to_string();
         assert!(e.contains("uploadRateLimit"), "{e}");
+        let zero = spec("downloadRateLimit: 0MiB/s");
+        let e = PolicyMatcher::new([("z", &zero)])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("downloadRateLimit") && e.contains("above zero"),
+            "{e}"
+        );
     }
 }
