@@ -69,6 +69,10 @@ fi
 kubectl create namespace darter >/dev/null
 kubectl apply --dry-run=server -f "$WORK/chart.yaml" >"$WORK/dry-run.log" 2>&1 \
   && ok "the API server accepts every rendered object (server-side dry run)" || bad "dry run: $(cat "$WORK/dry-run.log")"
+helm template darter charts/darter --namespace darter --set tls.secretName=darter-tls >"$WORK/chart-tls.yaml" \
+  && kubectl apply --dry-run=server -f "$WORK/chart-tls.yaml" >"$WORK/dry-run-tls.log" 2>&1 \
+  && grep -c 'serverName: darter' "$WORK/chart-tls.yaml" >/dev/null \
+  && ok "with tls.secretName the chart mounts the certificates and passes the dry run" || bad "chart TLS: $(cat "$WORK/dry-run-tls.log")"
 [ "$(grep -c 'automountServiceAccountToken: false' "$WORK/chart.yaml")" -ge 2 ] \
   && ok "agents mount no ServiceAccount token" || bad "agent token mounted"
 # No kubelet here to run Pods: apply the RBAC objects and run the operator
@@ -104,13 +108,26 @@ kind: Cluster
 metadata: {name: west}
 spec: {isDefault: true, scopes: {cidrs: ["127.0.1.3/32"]}}
 YAML
+# Mutual TLS everywhere, as the chart sets it up: one CA, one certificate
+# naming "darter" shared by the operator and every agent.
+mkdir -p "$WORK/tls"
+(
+  cd "$WORK/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout ca.key -out ca.crt -subj /CN=darter-e2e-ca \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout tls.key -out tls.csr -subj /CN=darter
+  printf 'subjectAltName=DNS:darter\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n' >ext.cnf
+  openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out tls.crt
+) 2>"$WORK/tls/openssl.log" || { bad "openssl: $(cat "$WORK/tls/openssl.log")"; }
+TLS_FLAGS=(--tls-ca-cert "$WORK/tls/ca.crt" --tls-cert "$WORK/tls/tls.crt" --tls-key "$WORK/tls/tls.key")
 HEALTH="http://127.0.0.1:$(free_port)"
 HEALTH_B="http://127.0.0.1:$(free_port)"
 SCHED="127.0.0.1:$(free_port)"
 # Two replicas, one Lease: only the holder binds the scheduler port.
 run_operator() { # HEALTH_URL LOG
   KUBECONFIG="$WORK/operator.kubeconfig" "$BIN/darter-operator" run --listen "$SCHED" \
-    --peer-write-interval 1s --announce-interval 2s --lease-namespace darter \
+    --peer-write-interval 1s --announce-interval 2s --lease-namespace darter "${TLS_FLAGS[@]}" \
     --lease-duration 4s --health-listen "${1#http://}" >"$2.out" 2>"$2.log" &
 }
 run_operator "$HEALTH" "$WORK/operator"
@@ -124,7 +141,9 @@ OPERATOR_B_PID=$!
 AGENT_PIDS=""
 for i in 0 1 2; do
   mkdir -p "$WORK/agent-$i"
-  "$BIN/darter-agent" --storage-dir "$WORK/agent-$i/storage" daemon --scheduler "$SCHED" \
+  printf 'tls: {caCert: %s, cert: %s, key: %s, serverName: darter}\n' \
+    "$WORK/tls/ca.crt" "$WORK/tls/tls.crt" "$WORK/tls/tls.key" >"$WORK/agent-$i/agent.yaml"
+  "$BIN/darter-agent" --config "$WORK/agent-$i/agent.yaml" --storage-dir "$WORK/agent-$i/storage" daemon --scheduler "$SCHED" \
     --ip "127.0.1.$((i + 1))" --hostname "agent-$i" --upload-port 0 --data-port 0 \
     >"$WORK/agent-$i/out" 2>"$WORK/agent-$i/log" &
   AGENT_PIDS="$AGENT_PIDS $!"
@@ -137,6 +156,11 @@ wait_for() { # DESCRIPTION COMMAND...: retries for 30 s
 peer_cluster() { kubectl get peer "127.0.1.$(($1 + 1))-agent-$1" -o jsonpath='{.spec.cluster}'; }
 is_cluster() { [ "$(peer_cluster "$1")" = "$2" ]; }
 wait_for "three agents became Peers" bash -c '[ "$(kubectl get peers --no-headers | wc -l)" -eq 3 ]'
+if curl -sk --max-time 5 -o /dev/null "https://$SCHED/" 2>/dev/null; then
+  bad "the scheduler port answered a client without a certificate"
+else
+  ok "mutual TLS: the scheduler port refuses a client without a certificate; agents with one joined"
+fi
 wait_for "agent-0 in east" is_cluster 0 east
 wait_for "agent-1 in east" is_cluster 1 east
 wait_for "agent-2 in west" is_cluster 2 west

@@ -22,6 +22,12 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// This component's private key.
     pub key: PathBuf,
+    /// A DNS name every server certificate carries. When set, clients check
+    /// it instead of the address they dial, so one certificate can serve
+    /// every agent (e.g. one Secret mounted on every node); unset, each
+    /// server's certificate must name its own IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -44,6 +50,7 @@ pub struct MutualTls {
     ca_pem: Vec<u8>,
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
+    server_name: Option<String>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -59,6 +66,7 @@ impl MutualTls {
             ca_pem: read(&files.ca_cert)?,
             cert_pem: read(&files.cert)?,
             key_pem: read(&files.key)?,
+            server_name: files.server_name.clone(),
         };
         // Fail at start-up, naming the file, rather than at the first handshake.
         if tls.certs(&tls.ca_pem).is_empty() {
@@ -88,7 +96,13 @@ impl MutualTls {
             ca_pem: ca.as_bytes().to_vec(),
             cert_pem: cert.as_bytes().to_vec(),
             key_pem: key.as_bytes().to_vec(),
+            server_name: None,
         }
+    }
+
+    /// The name clients check in server certificates instead of the address.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
     }
 
     fn certs(&self, pem: &[u8]) -> Vec<CertificateDer<'static>> {
@@ -110,9 +124,13 @@ impl MutualTls {
 
     /// gRPC client: presents this component's certificate, trusts only the CA.
     pub fn grpc_client(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
+        let cfg = ClientTlsConfig::new()
             .identity(self.identity())
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .ca_certificate(Certificate::from_pem(&self.ca_pem));
+        match &self.server_name {
+            Some(name) => cfg.domain_name(name.clone()),
+            None => cfg,
+        }
     }
 
     fn roots(&self) -> Result<Arc<rustls::RootCertStore>, TlsError> {

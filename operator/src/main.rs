@@ -47,6 +47,16 @@ enum Cmd {
         /// How long the Lease holds without renewal (failover time).
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         lease_duration: std::time::Duration,
+        /// Mutual TLS on the scheduler port: CA that signs agent certificates
+        /// (with --tls-cert and --tls-key). Unset: plaintext.
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_ca_cert: Option<PathBuf>,
+        /// The operator's certificate chain (PEM).
+        #[arg(long, requires = "tls_ca_cert")]
+        tls_cert: Option<PathBuf>,
+        /// The operator's private key (PEM).
+        #[arg(long, requires = "tls_ca_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Run the scheduler without Kubernetes (one cluster, settings from YAML).
     Scheduler {
@@ -77,6 +87,9 @@ fn main() -> anyhow::Result<()> {
             health_listen,
             lease_namespace,
             lease_duration,
+            tls_ca_cert,
+            tls_cert,
+            tls_key,
         } => {
             let cfg = darter_operator::k8s::RunConfig {
                 listen,
@@ -88,6 +101,15 @@ fn main() -> anyhow::Result<()> {
                 health_listen,
                 lease_namespace,
                 lease_duration,
+                tls: match (tls_ca_cert, tls_cert, tls_key) {
+                    (Some(ca_cert), Some(cert), Some(key)) => Some(darter_common::TlsFiles {
+                        ca_cert,
+                        cert,
+                        key,
+                        server_name: None,
+                    }),
+                    _ => None,
+                },
             };
             let rt = tokio::runtime::Runtime::new().context("cannot start runtime")?;
             rt.block_on(darter_operator::k8s::run(cfg, async {

@@ -210,6 +210,7 @@ impl Daemon {
                     Ok(PeerTls {
                         grpc: t.grpc_client(),
                         data: tokio_rustls::TlsConnector::from(data),
+                        server_name: t.server_name().map(str::to_string),
                     })
                 })
                 .transpose()?;

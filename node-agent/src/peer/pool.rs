@@ -23,6 +23,8 @@ const MAX_IDLE: usize = 8;
 pub struct PeerTls {
     pub grpc: ClientTlsConfig,
     pub data: tokio_rustls::TlsConnector,
+    /// Checked in parents' certificates instead of their IP when set.
+    pub server_name: Option<String>,
 }
 
 pub struct PeerPool {
@@ -79,7 +81,14 @@ impl PeerPool {
         match &self.tls {
             None => Ok(Box::new(sock)),
             Some(tls) => {
-                let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                use tokio_rustls::rustls::pki_types::ServerName;
+                let name = match &tls.server_name {
+                    Some(n) => ServerName::try_from(n.clone()).map_err(|e| Error::Tls {
+                        host: addr.to_string(),
+                        detail: format!("server name {n:?}: {e}"),
+                    })?,
+                    None => ServerName::IpAddress(addr.ip().into()),
+                };
                 let s = tls.data.connect(name, sock).await.map_err(|e| Error::Tls {
                     host: addr.to_string(),
                     detail: e.to_string(),

@@ -39,6 +39,8 @@ pub enum OperatorError {
     Serve(#[from] tonic::transport::Error),
     #[error("lost the leader Lease; stopping so only one replica acts")]
     LostLeadership,
+    #[error("TLS: {0}")]
+    Tls(#[from] darter_common::TlsError),
 }
 
 /// `darter-operator run` settings (flags).
@@ -59,6 +61,8 @@ pub struct RunConfig {
     pub lease_namespace: String,
     /// How long a Lease holds without renewal.
     pub lease_duration: Duration,
+    /// Mutual TLS on the scheduler port; `None`: plaintext.
+    pub tls: Option<darter_common::TlsFiles>,
 }
 
 /// Runs until `shutdown` resolves.
@@ -66,6 +70,12 @@ pub async fn run(
     cfg: RunConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
+    // Certificates are checked before anything else starts.
+    let mut server = tonic::transport::Server::builder();
+    if let Some(files) = &cfg.tls {
+        let tls = darter_common::MutualTls::load(files)?;
+        server = server.tls_config(tls.grpc_server())?;
+    }
     let client = Client::try_default().await?;
     // Fail fast, with the API server's own message, when it is unreachable.
     client.apiserver_version().await?;
@@ -133,7 +143,6 @@ pub async fn run(
     tokio::spawn(policies::PolicyController::new(client.clone(), pusher, events).run());
     let peers = peers::PeerManager::new(client.clone(), core, cfg.peer_write_interval, health);
     tokio::spawn(peers.run());
-    let server = tonic::transport::Server::builder();
     tokio::select! {
         served = serve(server, listener, svc, agents, Duration::from_secs(30), shutdown) => Ok(served?),
         () = election.keep() => Err(OperatorError::LostLeadership),
