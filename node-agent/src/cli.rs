@@ -81,6 +81,10 @@ struct DaemonArgs {
     /// Unix socket for `darter get` (overrides daemon.socket).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Serve /healthz and /metrics here, e.g. 0.0.0.0:4002 (overrides
+    /// daemon.metricsListen).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What identifies a task: a task id, or a URL plus what goes into its id.
@@ -221,6 +225,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
         if d.socket.is_some() {
             cfg.daemon.socket = d.socket.clone();
         }
+        if d.metrics_listen.is_some() {
+            cfg.daemon.metrics_listen = d.metrics_listen;
+        }
     }
     if let Cmd::Get(g) = &cli.cmd {
         if let Some(r) = g.rate_limit {
@@ -279,8 +286,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let daemon = crate::daemon::Daemon::start(cfg).await?;
             let b = daemon.bound();
             // One line for scripts (ports may have been picked by the kernel).
+            let metrics = b
+                .metrics
+                .map(|m| format!(" metrics={m}"))
+                .unwrap_or_default();
             println!(
-                "darter daemon: host={} upload={} data={} socket={}",
+                "darter daemon: host={} upload={} data={} socket={}{metrics}",
                 b.host_id,
                 b.upload,
                 b.data,

@@ -138,6 +138,9 @@ pub struct DaemonConfig {
     /// daemon's user and root may ask it to write files). Default
     /// `{storage.dir}/darter.sock`.
     pub socket: Option<PathBuf>,
+    /// Where to serve `/healthz` and `/metrics` (Prometheus), e.g.
+    /// `0.0.0.0:4002`; unset: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {

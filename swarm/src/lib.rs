@@ -203,6 +203,8 @@ pub struct AgentProc {
     pub index: usize,
     pub ip: IpAddr,
     pub host_id: String,
+    /// Its `/healthz` and `/metrics` endpoint.
+    pub metrics: Option<SocketAddr>,
     pub socket: PathBuf,
     pub dir: PathBuf,
     pub log: PathBuf,
@@ -230,8 +232,8 @@ impl AgentProc {
         std::fs::create_dir_all(&dir)?;
         let mut yaml = format!(
             "storage:\n  dir: {storage}\nscheduler:\n  addresses: [\"{scheduler}\"]\n  announceInterval: 5s\n\
-             host:\n  ip: {ip}\n  hostname: agent-{index}\nupload:\n  port: 0\n  dataPort: 0\n  \
-             disableShared: {leech}\n",
+             host:\n  ip: {ip}\n  hostname: agent-{index}\ndaemon:\n  metricsListen: \"{ip}:0\"\n\
+             upload:\n  port: 0\n  dataPort: 0\n  disableShared: {leech}\n",
             storage = dir.join("storage").display(),
             leech = opts.disable_shared,
         );
@@ -267,6 +269,7 @@ impl AgentProc {
             ip,
             host_id: field("host"),
             socket: PathBuf::from(field("socket")),
+            metrics: field("metrics").parse().ok(),
             dir,
             log,
         })
@@ -290,6 +293,23 @@ impl AgentProc {
     }
 
     /// Waits until the agent has announced itself to the scheduler.
+    /// The body of its `/metrics` (a plain HTTP/1.1 GET on loopback).
+    pub async fn metrics_text(&self) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self
+            .metrics
+            .ok_or_else(|| self.err("no metrics endpoint"))?;
+        let mut sock = tokio::net::TcpStream::connect(addr).await?;
+        sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut resp = String::new();
+        sock.read_to_string(&mut resp).await?;
+        match resp.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+            _ => Err(self.err(format!("metrics answered: {resp}"))),
+        }
+    }
+
     pub async fn wait_announced(&self, within: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         loop {

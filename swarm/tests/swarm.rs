@@ -479,4 +479,15 @@ async fn peer_policies_reach_agents_at_run_time_and_a_leech_is_never_offered() {
         "{st0:?}"
     );
     assert!(n.origin.bytes_sent() >= len as u64, "{stats:?}");
+    // The agent's /metrics says the same.
+    let m = n.agents[0].metrics_text().await.unwrap();
+    for line in [
+        "darter_agent_leech 1",
+        "darter_agent_upload_rate_limit_bytes_per_second 3145728",
+        "darter_agent_upload_bytes_total 0",
+        "darter_agent_upload_refused_requests_total 0",
+        "darter_agent_tasks 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod control;
+pub mod metrics;
 
 use crate::backend::HttpBackend;
 use crate::config::AgentConfig;
@@ -38,6 +39,8 @@ pub struct Bound {
     pub data: SocketAddr,
     pub socket: std::path::PathBuf,
     pub host_id: String,
+    /// `/healthz` and `/metrics`, when served.
+    pub metrics: Option<SocketAddr>,
 }
 
 pub struct Daemon {
@@ -52,6 +55,7 @@ pub struct Daemon {
     running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bound in `start`, served by `run`.
     socket: Mutex<Option<UnixListener>>,
+    metrics_listener: Mutex<Option<TcpListener>>,
     /// The operator's command stream (daemons with a scheduler only).
     control: Option<ControlClient<Channel>>,
     /// What the config says; PeerPolicy settings are laid over it.
@@ -234,11 +238,16 @@ impl Daemon {
             }));
         }
         let socket = bind_socket(&cfg.socket_path()).await?;
+        let metrics_listener = match cfg.daemon.metrics_listen {
+            Some(addr) => Some(metrics::bind(addr).await?),
+            None => None,
+        };
         let bound = Bound {
             upload: upload_addr,
             data: data_addr,
             socket: cfg.socket_path(),
             host_id: identity.host_id.clone(),
+            metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
         };
         let base_settings = control::Settings {
             download_rate_limit: cfg.download.rate_limit,
@@ -262,6 +271,7 @@ impl Daemon {
             bound,
             running: Mutex::default(),
             socket: Mutex::new(Some(socket)),
+            metrics_listener: Mutex::new(metrics_listener),
         }))
     }
 
@@ -284,6 +294,9 @@ impl Daemon {
         }
         if let Some(c) = &self.control {
             tokio::spawn(self.clone().control_loop(c.clone()));
+        }
+        if let Some(l) = self.metrics_listener.lock().take() {
+            tokio::spawn(metrics::serve(l, self.clone()));
         }
         tokio::spawn(self.clone().gc_loop());
         let me = self.clone();
