@@ -108,7 +108,7 @@ struct IdArgs {
     /// default list of cloud signature parameters).
     #[arg(long = "filtered-query-param", value_name = "NAME")]
     filtered_query_params: Vec<String>,
-    /// Fixed piece length, e.g. 16MiB (default: size / 500, within 4..64 MiB).
+    /// Fixed piece length, e.g. 16MiB (default: size / 500, within 1..64 MiB).
     #[arg(long)]
     piece_length: Option<ByteSize>,
 }

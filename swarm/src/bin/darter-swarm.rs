@@ -35,7 +35,7 @@ struct Args {
     /// Concurrent piece uploads per agent (default: the agent's default).
     #[arg(long)]
     upload_slots: Option<usize>,
-    /// Fixed piece length (default: size / 500 within 4..64 MiB).
+    /// Fixed piece length (default: size / 500 within 1..64 MiB).
     #[arg(long)]
     piece_length: Option<ByteSize>,
     /// Working directory (agents' storage, configs, logs); default a temp dir.
