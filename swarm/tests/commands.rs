@@ -1,9 +1,13 @@
 //! The operator's command stream end to end: the operator's own gRPC server
 //! and agent registry (in this process) drive a real agent daemon process
-//! over the stream it opens: download a task, list, stat and delete it.
+//! over the stream it opens: download a task, list, stat and delete it, and
+//! push settings it refuses.
 
+use darter_crds::PeerPolicySpec;
+use darter_operator::agents::push::{PolicyPusher, Round};
 use darter_operator::agents::{Agents, CommandError};
 use darter_operator::scheduler::Scheduler;
+use darter_operator::scheduler::policies::PolicyMatcher;
 use darter_operator::scheduler::service::{SchedulerService, serve};
 use darter_proto::agent::v1::command::Command;
 use darter_proto::agent::v1::{DeleteTask, DownloadTask, ListTasks, StatTask};
@@ -29,7 +33,8 @@ async fn the_operator_drives_an_agent_over_its_command_stream() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let agents = Arc::new(Agents::default());
-    let svc = SchedulerService::new(Arc::new(Scheduler::new(Default::default())));
+    let core = Arc::new(Scheduler::new(Default::default()));
+    let svc = SchedulerService::new(core.clone());
     tokio::spawn(serve(
         tonic::transport::Server::builder(),
         listener,
@@ -108,4 +113,25 @@ async fn the_operator_drives_an_agent_over_its_command_stream() {
         .await
         .unwrap();
     assert!(listed.tasks.is_empty(), "{:?}", listed.tasks);
+
+    // Settings the agent refuses (watermarks the CRD would refuse, here from
+    // standalone-style YAML) are reported and not sent again until they change.
+    let pusher = PolicyPusher::new(
+        agents.clone(),
+        core,
+        Arc::default(),
+        Duration::from_secs(3600),
+    );
+    let policy = |yaml: &str| serde_yaml::from_str::<PeerPolicySpec>(yaml).unwrap();
+    let bad = policy("gc: {highPercent: 50, lowPercent: 70}");
+    *pusher.policies.write() = PolicyMatcher::new([("gc", &bad)]).unwrap();
+    assert_eq!(pusher.push_round().await, Round { sent: 0, failed: 1 });
+    let (n, why) = pusher.refused()["gc"].clone();
+    assert!(n == 1 && why.contains("low < high"), "{why}");
+    assert_eq!(pusher.push_round().await, Round::default(), "sent again");
+    assert_eq!(pusher.refused()["gc"].0, 1, "still reported");
+    let good = policy("gc: {highPercent: 90, lowPercent: 70}");
+    *pusher.policies.write() = PolicyMatcher::new([("gc", &good)]).unwrap();
+    assert_eq!(pusher.push_round().await, Round { sent: 1, failed: 0 });
+    assert!(pusher.refused().is_empty());
 }

@@ -30,6 +30,16 @@ pub enum CommandError {
     Refused { host: String, message: String },
 }
 
+/// What an agent made of some settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Confirmed,
+    /// Refused, with the reason.
+    Refused(String),
+    /// Not sent yet on this stream (or no answer in time).
+    Unanswered,
+}
+
 struct Attached {
     /// Distinguishes a reconnect from the stream it replaced.
     conn: u64,
@@ -38,6 +48,9 @@ struct Attached {
     /// Settings this connection confirmed; a reconnect starts with none, so
     /// a restarted agent is told again.
     applied: Option<pb::ApplySettings>,
+    /// Settings this connection refused: not sent again until they change
+    /// (or the agent reconnects), so a bad policy is not retried forever.
+    refused: Option<(pb::ApplySettings, String)>,
 }
 
 /// The agents with a command stream open, by host id.
@@ -98,15 +111,20 @@ impl Agents {
         result
     }
 
-    /// The settings `host_id`'s current stream confirmed.
-    pub fn applied(&self, host_id: &str) -> Option<pb::ApplySettings> {
-        self.attached
-            .lock()
-            .get(host_id)
-            .and_then(|a| a.applied.clone())
+    /// How `host_id`'s current stream answered `want`.
+    pub fn answer(&self, host_id: &str, want: &pb::ApplySettings) -> Answer {
+        match self.attached.lock().get(host_id) {
+            Some(a) if a.applied.as_ref() == Some(want) => Answer::Confirmed,
+            Some(a) => match &a.refused {
+                Some((s, why)) if s == want => Answer::Refused(why.clone()),
+                _ => Answer::Unanswered,
+            },
+            None => Answer::Unanswered,
+        }
     }
 
-    /// Sends `settings` to `host_id` and remembers them once confirmed.
+    /// Sends `settings` to `host_id` and remembers its answer (confirmed or
+    /// refused).
     pub async fn apply(
         &self,
         host_id: &str,
@@ -115,13 +133,19 @@ impl Agents {
     ) -> Result<(), CommandError> {
         let conn = self.attached.lock().get(host_id).map(|a| a.conn);
         let cmd = pb::command::Command::ApplySettings(settings.clone());
-        self.send(host_id, cmd, timeout).await?;
+        let result = self.send(host_id, cmd, timeout).await;
         if let Some(a) = self.attached.lock().get_mut(host_id)
             && Some(a.conn) == conn
         {
-            a.applied = Some(settings);
+            match &result {
+                Ok(_) => a.applied = Some(settings),
+                Err(e @ CommandError::Refused { .. }) => {
+                    a.refused = Some((settings, e.to_string()))
+                }
+                Err(_) => {}
+            }
         }
-        Ok(())
+        result.map(drop)
     }
 
     /// Ends every stream (shutdown): agents reconnect to whoever serves next.
@@ -179,6 +203,7 @@ impl pb::control_server::Control for ControlService {
                 tx,
                 pending: pending.clone(),
                 applied: None,
+                refused: None,
             },
         );
         tracing::info!(host = %host, "agent attached its command stream");

@@ -1,10 +1,11 @@
 //! Pushes each attached agent the settings of the PeerPolicy that governs it:
 //! when an agent attaches, when the policies change, and every few seconds
 //! (an agent's cluster can change on any announce). Only what differs from
-//! what the agent last confirmed is sent. The scheduler's host records follow
+//! what the agent last answered is sent: settings it refused are not retried
+//! until the policy changes or the agent reconnects. The scheduler's host records follow
 //! at once (leech mode and upload slots are enforced there too).
 
-use super::{Agents, CommandError};
+use super::{Agents, Answer, CommandError};
 use crate::scheduler::Scheduler;
 use crate::scheduler::policies::PolicyMatcher;
 use darter_proto::agent::v1::ApplySettings;
@@ -38,8 +39,8 @@ pub struct PolicyPusher {
     pub changed: Notify,
     /// Hosts each policy governs, as of the last round.
     matched: RwLock<BTreeMap<String, u32>>,
-    /// Per policy, agents that refused its settings in the last round that
-    /// sent them (host and reason of the first), until one confirms.
+    /// Per policy, agents whose stream refused its current settings, and
+    /// the first reason.
     refused: RwLock<BTreeMap<String, (usize, String)>>,
     /// One round at a time (the loop and a finalizer may both ask).
     round: tokio::sync::Mutex<()>,
@@ -105,6 +106,8 @@ impl PolicyPusher {
         let _one = self.round.lock().await;
         let mut matched: BTreeMap<String, u32> = BTreeMap::new();
         let mut due: Vec<(String, ApplySettings)> = Vec::new();
+        // Per policy: agents that refused its settings, and the first reason.
+        let mut refused: BTreeMap<String, (usize, String)> = BTreeMap::new();
         {
             let m = self.policies.read();
             for host in self.core.hosts() {
@@ -123,8 +126,12 @@ impl PolicyPusher {
                 if info != host.info {
                     self.core.announce_host(info);
                 }
-                if self.agents.applied(&host.info.id).as_ref() != Some(&want) {
-                    due.push((host.info.id.clone(), want));
+                match self.agents.answer(&host.info.id, &want) {
+                    Answer::Confirmed => {}
+                    Answer::Refused(why) => {
+                        refused.entry(want.policy.clone()).or_insert((0, why)).0 += 1;
+                    }
+                    Answer::Unanswered => due.push((host.info.id.clone(), want)),
                 }
             }
         }
@@ -152,23 +159,17 @@ impl PolicyPusher {
         self.metrics.pushed.inc_by((results.len() - failed) as u64);
         self.metrics.failed.inc_by(failed as u64);
         // A refusal (not a timeout) is the policy's fault: its status says
-        // so until the policy's agents confirm (each round re-sends).
-        let mut this_round: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        // so until the policy changes and its agents confirm.
         for (policy, r) in &results {
             if let Err(e @ CommandError::Refused { .. }) = r {
-                this_round
+                refused
                     .entry(policy.clone())
                     .or_insert((0, e.to_string()))
                     .0 += 1;
             }
         }
-        let matched = self.matched.read();
-        let mut refused = self.refused.write();
-        for (policy, _) in &results {
-            refused.remove(policy);
-        }
-        refused.extend(this_round);
-        refused.retain(|p, _| matched.contains_key(p));
+        refused.remove("");
+        *self.refused.write() = refused;
         Round {
             sent: results.len() - failed,
             failed,
