@@ -197,6 +197,11 @@ async fn resume_after_sigkill_fetches_only_missing_pieces() {
             out.to_str().unwrap(),
             "--piece-length",
             "1MiB",
+            // Two in flight, so whole pieces are stored by the time a third of
+            // the bytes has arrived (with 16 in flight every piece can still
+            // be half done at that point).
+            "--concurrent-pieces",
+            "2",
         ])
         .spawn()
         .unwrap();
