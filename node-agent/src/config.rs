@@ -295,14 +295,11 @@ impl AgentConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let gc = &self.gc;
-        if gc.high_watermark_percent > 100 || gc.low_watermark_percent >= gc.high_watermark_percent
-        {
-            return Err(ConfigError::Invalid(format!(
-                "gc watermarks must satisfy low < high <= 100 (low {}, high {})",
-                gc.low_watermark_percent, gc.high_watermark_percent
-            )));
-        }
+        crate::storage::check_watermarks(
+            self.gc.high_watermark_percent,
+            self.gc.low_watermark_percent,
+        )
+        .map_err(ConfigError::Invalid)?;
         if self.download.concurrent_pieces == 0
             || self.download.source_concurrent_pieces == 0
             || self.download.peer_concurrent_pieces == 0

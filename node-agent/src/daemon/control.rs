@@ -8,12 +8,11 @@
 use super::Daemon;
 use crate::engine::DownloadRequest;
 use crate::error::{Error, Result};
-use crate::storage::{TaskMeta, TaskState};
+use crate::storage::{TaskMeta, TaskState, check_watermarks};
 use darter_common::ByteRate;
 use darter_proto::agent::v1 as pb;
 use darter_proto::agent::v1::control_client::ControlClient;
 use darter_proto::common::v1 as common_pb;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,13 +41,10 @@ impl Settings {
     /// result is not valid.
     pub fn overlay(base: &Settings, s: &pb::ApplySettings) -> Result<Settings> {
         let pct = |v: Option<u32>, dflt: u8, what: &str| -> Result<u8> {
-            match v {
-                None => Ok(dflt),
-                Some(p) => u8::try_from(p)
-                    .ok()
-                    .filter(|p| *p <= 100)
-                    .ok_or_else(|| Error::Config(format!("{what} {p} is not a percentage"))),
-            }
+            v.map_or(Ok(dflt), |p| {
+                u8::try_from(p)
+                    .map_err(|_| Error::Config(format!("{what} {p} is not a percentage")))
+            })
         };
         let out = Settings {
             download_rate_limit: s
@@ -69,12 +65,8 @@ impl Settings {
             )?,
             policy: Some(s.policy.clone()).filter(|p| !p.is_empty()),
         };
-        if out.gc_low_watermark_percent >= out.gc_high_watermark_percent {
-            return Err(Error::Config(format!(
-                "gc watermarks must satisfy low < high (low {}, high {})",
-                out.gc_low_watermark_percent, out.gc_high_watermark_percent
-            )));
-        }
+        check_watermarks(out.gc_high_watermark_percent, out.gc_low_watermark_percent)
+            .map_err(Error::Config)?;
         if out.download_rate_limit.0 == 0 || out.upload_rate_limit.0 == 0 {
             return Err(Error::Config("rate limits must be above zero".into()));
         }
@@ -106,34 +98,48 @@ fn task_info(t: &TaskMeta, pieces: Vec<u32>) -> common_pb::TaskInfo {
     }
 }
 
+/// A task the operator asks for, as the local API's request (one parser for
+/// headers and digests).
 fn download_request(spec: common_pb::TaskSpec) -> Result<DownloadRequest> {
-    let mut headers = HeaderMap::new();
-    for (k, v) in &spec.request_headers {
-        let name: HeaderName = k
-            .parse()
-            .map_err(|_| Error::Config(format!("header name {k:?}")))?;
-        let value =
-            HeaderValue::from_str(v).map_err(|_| Error::Config(format!("header {k} value")))?;
-        headers.append(name, value);
-    }
-    Ok(DownloadRequest {
+    super::api::GetRequest {
         url: spec.url,
-        output: None,
-        headers,
+        headers: spec.request_headers.into_iter().collect(),
         tag: spec.tag,
         application: spec.application,
         filtered_query_params: Some(spec.filtered_query_params).filter(|f| !f.is_empty()),
         piece_length: spec.piece_length,
-        digest: spec
-            .digest
-            .map(|d| d.parse())
-            .transpose()
-            .map_err(|e: darter_common::DigestError| Error::Config(e.to_string()))?,
-        timeout: None,
-    })
+        digest: spec.digest,
+        ..Default::default()
+    }
+    .into_download()
 }
 
 impl Daemon {
+    /// A stored task with the numbers of the pieces held.
+    fn task_info(&self, t: &TaskMeta) -> Result<common_pb::TaskInfo> {
+        let pieces = self.storage.metadata.pieces(&t.id)?;
+        Ok(task_info(t, pieces.iter().map(|p| p.number).collect()))
+    }
+
+    /// The settings in force, read from the parts that enforce them (rate
+    /// limiters, upload gate, announcer, storage), so there is no copy to
+    /// keep in step.
+    pub fn settings(&self) -> Settings {
+        let gc = self.storage.gc_policy();
+        Settings {
+            download_rate_limit: self.engine.download_rate(),
+            upload_rate_limit: self.uploads.limiter().rate(),
+            disable_shared: !self.uploads.shared(),
+            upload_slots: self
+                .announcer
+                .as_ref()
+                .map_or(self.base_settings.upload_slots, |a| a.upload_slots()),
+            gc_high_watermark_percent: gc.high_watermark_percent,
+            gc_low_watermark_percent: gc.low_watermark_percent,
+            policy: self.policy.lock().clone(),
+        }
+    }
+
     /// Runs one command; the error becomes the result's message.
     async fn execute(&self, cmd: pb::command::Command) -> Result<Vec<common_pb::TaskInfo>> {
         use pb::command::Command as C;
@@ -142,25 +148,20 @@ impl Daemon {
                 self.apply_settings(&s).await?;
                 Ok(Vec::new())
             }
-            C::ListTasks(_) => {
-                let mut out = Vec::new();
-                for t in self.storage.metadata.tasks()? {
-                    let pieces = self.storage.metadata.pieces(&t.id)?;
-                    out.push(task_info(&t, pieces.iter().map(|p| p.number).collect()));
-                }
-                Ok(out)
-            }
+            C::ListTasks(_) => self
+                .storage
+                .metadata
+                .tasks()?
+                .iter()
+                .map(|t| self.task_info(t))
+                .collect(),
             C::StatTask(s) => {
                 let t = self
                     .storage
                     .metadata
                     .task(&s.task_id)?
                     .ok_or_else(|| Error::Config(format!("task {} is not held", s.task_id)))?;
-                let pieces = self.storage.metadata.pieces(&t.id)?;
-                Ok(vec![task_info(
-                    &t,
-                    pieces.iter().map(|p| p.number).collect(),
-                )])
+                Ok(vec![self.task_info(&t)?])
             }
             C::DeleteTask(d) => {
                 if self.running.lock().contains_key(&d.task_id) {
@@ -177,10 +178,11 @@ impl Daemon {
                     .task
                     .ok_or_else(|| Error::Config("download_task without a task".into()))?;
                 let req = download_request(spec)?;
-                self.download(&req, &Default::default()).await?;
-                let id = req.task_id()?;
-                let t = self.storage.metadata.task(&id)?;
-                Ok(t.map(|t| task_info(&t, Vec::new())).into_iter().collect())
+                let stats = self.download(&req, &Default::default()).await?;
+                match self.storage.metadata.task(&stats.task_id)? {
+                    Some(t) => Ok(vec![self.task_info(&t)?]),
+                    None => Ok(Vec::new()),
+                }
             }
         }
     }
@@ -188,7 +190,7 @@ impl Daemon {
     /// Puts `s` (over this agent's config) into force without a restart.
     pub async fn apply_settings(&self, s: &pb::ApplySettings) -> Result<()> {
         let next = Settings::overlay(&self.base_settings, s)?;
-        let before = self.settings.lock().clone();
+        let before = self.settings();
         if next == before {
             return Ok(());
         }
@@ -199,7 +201,10 @@ impl Daemon {
         self.engine.set_download_rate(next.download_rate_limit);
         self.uploads.set_rate(next.upload_rate_limit);
         self.uploads.set_disable_shared(next.disable_shared);
-        *self.settings.lock() = next.clone();
+        if let Some(a) = &self.announcer {
+            a.set_upload_slots(next.upload_slots);
+        }
+        *self.policy.lock() = next.policy.clone();
         tracing::info!(
             policy = next.policy.as_deref().unwrap_or("-"),
             upload = %next.upload_rate_limit,
@@ -212,11 +217,9 @@ impl Daemon {
         if let Some(a) = &self.announcer
             && (next.disable_shared != before.disable_shared
                 || next.upload_slots != before.upload_slots)
+            && let Err(e) = a.announce_once().await
         {
-            a.set_upload_slots(next.upload_slots);
-            if let Err(e) = a.announce_once().await {
-                tracing::warn!(error = %e.message(), "announce after settings change failed");
-            }
+            tracing::warn!(error = %e.message(), "announce after settings change failed");
         }
         Ok(())
     }

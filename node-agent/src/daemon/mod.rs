@@ -60,8 +60,8 @@ pub struct Daemon {
     control: Option<ControlClient<Channel>>,
     /// What the config says; PeerPolicy settings are laid over it.
     base_settings: control::Settings,
-    /// In force now.
-    settings: Mutex<control::Settings>,
+    /// The PeerPolicy whose settings are in force, if any.
+    policy: Mutex<Option<String>>,
 }
 
 /// Binds the local socket (mode 0600), refusing to steal a live daemon's.
@@ -260,7 +260,7 @@ impl Daemon {
         };
         Ok(Arc::new(Self {
             control,
-            settings: Mutex::new(base_settings.clone()),
+            policy: Mutex::new(None),
             base_settings,
             cfg,
             storage,
@@ -370,7 +370,7 @@ impl Daemon {
             tasks: self.storage.metadata.tasks().map_or(0, |t| t.len()),
             upload_addr: self.bound.upload.to_string(),
             data_addr: self.bound.data.to_string(),
-            settings: Some(self.settings.lock().clone()),
+            settings: Some(self.settings()),
         }
     }
 

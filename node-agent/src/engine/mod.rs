@@ -212,6 +212,10 @@ impl Engine {
         }
     }
 
+    pub fn download_rate(&self) -> darter_common::ByteRate {
+        self.limiter.rate()
+    }
+
     /// Changes the download rate limit for the pieces fetched from now on.
     pub fn set_download_rate(&self, rate: darter_common::ByteRate) {
         self.limiter.set_rate(rate);

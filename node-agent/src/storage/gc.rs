@@ -40,6 +40,17 @@ pub struct GcReport {
     pub freed_bytes: u64,
 }
 
+/// The one rule for GC watermarks (config, operator settings, run time):
+/// `low < high <= 100`.
+pub fn check_watermarks(high: u8, low: u8) -> std::result::Result<(), String> {
+    if high > 100 || low >= high {
+        return Err(format!(
+            "gc watermarks must satisfy low < high <= 100 (low {low}, high {high})"
+        ));
+    }
+    Ok(())
+}
+
 impl Storage {
     pub fn gc_policy(&self) -> GcPolicy {
         self.gc.read().clone()
@@ -48,11 +59,7 @@ impl Storage {
     /// New disk-use watermarks for the next GC round; refused unless
     /// `low < high <= 100`.
     pub fn set_watermarks(&self, high: u8, low: u8) -> Result<()> {
-        if high > 100 || low >= high {
-            return Err(Error::Config(format!(
-                "gc watermarks must satisfy low < high <= 100 (low {low}, high {high})"
-            )));
-        }
+        check_watermarks(high, low).map_err(Error::Config)?;
         let mut gc = self.gc.write();
         gc.high_watermark_percent = high;
         gc.low_watermark_percent = low;

@@ -67,11 +67,10 @@ pub struct PieceMeta {
     pub finished_at: u64,
 }
 
-/// What changed in one task since its first watcher subscribed.
+/// What changed in one task since its first watcher subscribed (every
+/// write of its record or pieces wakes the watchers).
 #[derive(Debug, Default)]
 pub struct TaskChanges {
-    /// Bumped on every write of the task's record or pieces.
-    pub version: u64,
     /// Piece numbers stored, in order, so a watcher reads only what is new
     /// instead of rescanning the task's pieces.
     pub pieces: Vec<u32>,
@@ -144,10 +143,7 @@ impl Metadata {
 
     fn changed(&self, task_id: &str, piece: Option<u32>) {
         if let Some(s) = self.changes.lock().get(task_id) {
-            s.send_modify(|c| {
-                c.version = c.version.wrapping_add(1);
-                c.pieces.extend(piece);
-            });
+            s.send_modify(|c| c.pieces.extend(piece));
         }
     }
 

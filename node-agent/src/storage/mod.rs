@@ -5,7 +5,7 @@ pub mod gc;
 pub mod metadata;
 
 pub use content::Content;
-pub use gc::{DiskUsage, GcPolicy, GcReport};
+pub use gc::{DiskUsage, GcPolicy, GcReport, check_watermarks};
 pub use metadata::{Metadata, PieceMeta, PieceSource, TaskMeta, TaskState};
 
 use crate::error::{Error, Result};

@@ -55,7 +55,7 @@ impl Announcer {
             } as i32,
             idc: self.host.idc.clone().unwrap_or_default(),
             location: self.host.location.clone().unwrap_or_default(),
-            upload_slots: self.upload_slots.load(Ordering::Relaxed),
+            upload_slots: self.upload_slots(),
             disable_shared: !self.uploads.shared(),
             disk_total_bytes: usage.as_ref().map_or(0, |u| u.total),
             disk_used_bytes: usage.as_ref().map_or(0, |u| u.used),
@@ -63,6 +63,10 @@ impl Announcer {
             download_bytes_total: self.downloaded.load(Ordering::Relaxed),
             task_count: tasks as u32,
         }
+    }
+
+    pub fn upload_slots(&self) -> u32 {
+        self.upload_slots.load(Ordering::Relaxed)
     }
 
     pub fn set_upload_slots(&self, slots: u32) {
