@@ -7,7 +7,7 @@
 
 use super::events::Events;
 use super::health::Health;
-use super::reconcile::{self, Controller, Objects, StatusBook};
+use super::reconcile::{self, Controller, Objects, Ready, StatusBook};
 use crate::scheduler::Scheduler;
 use crate::scheduler::clusters::ClusterMatcher;
 use crate::scheduler::resource::HostKind;
@@ -100,10 +100,16 @@ impl ClusterController {
                 "{moved} agent(s) moved; {n} match no remaining cluster and there is no default: their announces are refused"
             ),
         };
-        self.events
-            .publish(c, EventType::Normal, "AgentsReplaced", "Finalize", &note)
-            .await;
-        reconcile::release(&self.api, c, FINALIZER, &mut self.status).await;
+        reconcile::release(
+            &self.api,
+            &self.events,
+            c,
+            FINALIZER,
+            &mut self.status,
+            "AgentsReplaced",
+            &note,
+        )
+        .await;
     }
 }
 
@@ -186,25 +192,23 @@ impl Controller<Cluster> for ClusterController {
                 tasks: tasks.get(&name).copied().unwrap_or(0),
                 error: self.invalid.get(&name).cloned(),
             };
-            if self.status.unchanged(&name, &now) {
-                continue;
-            }
-            let ready = now.error.is_none();
-            let since = self.status.since(&name, ready);
-            let (reason, message) = match &now.error {
+            let (ok, reason, message) = match &now.error {
                 None => (
+                    true,
                     "ScopesLoaded",
                     "scopes are in use by the scheduler".to_string(),
                 ),
-                Some(e) => ("InvalidScopes", e.clone()),
+                Some(e) => (false, "InvalidScopes", e.clone()),
             };
             let fields = json!({"peers": now.peers, "seedPeers": now.seeds, "tasks": now.tasks});
-            let body = reconcile::ready_status(
-                "Cluster", generation, fields, ready, reason, &message, &since,
-            );
-            if reconcile::apply_status(&self.api, &name, &body).await {
-                self.status.record(&name, now);
-            }
+            let ready = Ready {
+                ok,
+                reason,
+                message: &message,
+            };
+            self.status
+                .write(&self.api, "Cluster", &name, generation, now, fields, ready)
+                .await;
         }
     }
 }

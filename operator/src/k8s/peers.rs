@@ -163,11 +163,14 @@ impl PeerManager {
             }
             let seen = SystemTime::now() - h.announced_at.lock().elapsed();
             status["lastSeen"] = json!(humantime::format_rfc3339_seconds(seen).to_string());
-            let mut peer = Peer::new(&name, spec.clone());
-            peer.labels_mut()
-                .insert(MANAGED_BY.to_string(), MANAGER.to_string());
             let pp = PatchParams::apply(MANAGER).force();
-            self.api.patch(&name, &pp, &Patch::Apply(&peer)).await?;
+            // Counters alone change the status only: one write, not two.
+            if spec_changed {
+                let mut peer = Peer::new(&name, spec.clone());
+                peer.labels_mut()
+                    .insert(MANAGED_BY.to_string(), MANAGER.to_string());
+                self.api.patch(&name, &pp, &Patch::Apply(&peer)).await?;
+            }
             let body = json!({
                 "apiVersion": "darter.dev/v1alpha1",
                 "kind": "Peer",

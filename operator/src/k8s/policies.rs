@@ -6,7 +6,7 @@
 //! before the object goes away.
 
 use super::events::Events;
-use super::reconcile::{self, Controller, Objects, StatusBook};
+use super::reconcile::{self, Controller, Objects, Ready, StatusBook};
 use crate::agents::push::PolicyPusher;
 use crate::scheduler::policies::PolicyMatcher;
 use darter_crds::{PeerPolicy, PeerPolicySpec};
@@ -66,10 +66,16 @@ impl PolicyController {
                 format!("{n} agent(s) did not confirm; they get their settings when they reconnect")
             }
         };
-        self.events
-            .publish(p, EventType::Normal, "Reverted", "Finalize", &note)
-            .await;
-        reconcile::release(&self.api, p, FINALIZER, &mut self.status).await;
+        reconcile::release(
+            &self.api,
+            &self.events,
+            p,
+            FINALIZER,
+            &mut self.status,
+            "Reverted",
+            &note,
+        )
+        .await;
     }
 }
 
@@ -131,11 +137,7 @@ impl Controller<PeerPolicy> for PolicyController {
                 error: self.invalid.get(&name).cloned(),
                 refused: refused.get(&name).cloned(),
             };
-            if self.status.unchanged(&name, &now) {
-                continue;
-            }
-            let ready = now.error.is_none() && now.refused.is_none();
-            let since = self.status.since(&name, ready);
+            let ok = now.error.is_none() && now.refused.is_none();
             let (reason, message) = match (&now.error, &now.refused) {
                 (Some(e), _) => ("Invalid", e.clone()),
                 (None, Some((n, first))) => (
@@ -148,33 +150,41 @@ impl Controller<PeerPolicy> for PolicyController {
                 ),
             };
             let fields = json!({"matchedPeers": now.matched});
-            let body = reconcile::ready_status(
-                "PeerPolicy",
-                generation,
-                fields,
-                ready,
+            let before = self.status.last(&name).cloned();
+            let ready = Ready {
+                ok,
                 reason,
-                &message,
-                &since,
-            );
-            if !reconcile::apply_status(&self.api, &name, &body).await {
+                message: &message,
+            };
+            let (matched, refused) = (now.matched, now.refused.clone());
+            if !self
+                .status
+                .write(
+                    &self.api,
+                    "PeerPolicy",
+                    &name,
+                    generation,
+                    now,
+                    fields,
+                    ready,
+                )
+                .await
+            {
                 continue;
             }
-            let before = self.status.last(&name);
             if let Some(p) = objects.get(&name) {
-                if ready && before.map(|s| s.matched) != Some(now.matched) {
+                if ok && before.as_ref().map(|s| s.matched) != Some(matched) {
                     self.events
                         .publish(p, EventType::Normal, "Applied", "PushSettings", &message)
                         .await;
-                } else if now.refused.is_some()
-                    && before.and_then(|s| s.refused.as_ref()) != now.refused.as_ref()
+                } else if refused.is_some()
+                    && before.as_ref().and_then(|s| s.refused.as_ref()) != refused.as_ref()
                 {
                     self.events
                         .publish(p, EventType::Warning, reason, "PushSettings", &message)
                         .await;
                 }
             }
-            self.status.record(&name, now);
         }
     }
 }

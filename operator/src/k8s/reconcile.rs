@@ -5,6 +5,7 @@
 
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -180,6 +181,43 @@ impl<T: PartialEq> StatusBook<T> {
         self.shown.remove(name);
         self.transitions.remove(name);
     }
+
+    /// Writes `name`'s status (`fields` plus `observedGeneration` and the
+    /// `Ready` condition) by server-side apply, unless `now` is what was last
+    /// written; `true` when it wrote.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write<K>(
+        &mut self,
+        api: &Api<K>,
+        kind: &str,
+        name: &str,
+        generation: i64,
+        now: T,
+        fields: serde_json::Value,
+        ready: Ready<'_>,
+    ) -> bool
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        if self.unchanged(name, &now) {
+            return false;
+        }
+        let since = self.since(name, ready.ok);
+        let body = ready_status(
+            kind,
+            generation,
+            fields,
+            ready.ok,
+            ready.reason,
+            ready.message,
+            &since,
+        );
+        let wrote = apply_status(api, name, &body).await;
+        if wrote {
+            self.record(name, now);
+        }
+        wrote
+    }
 }
 
 /// Live specs that fail to compile alone, with the reason: one bad object
@@ -203,16 +241,22 @@ pub fn valid_specs<'a, S>(
         .map(|(n, (_, s))| (n.as_str(), s))
 }
 
-/// Drops the finalizer of an object whose clean-up is done and forgets its
-/// status bookkeeping.
+/// Records the clean-up as an Event, drops the finalizer of the object and
+/// forgets its status bookkeeping.
 pub async fn release<K, T: PartialEq>(
     api: &Api<K>,
+    events: &super::events::Events,
     o: &K,
     finalizer: &str,
     book: &mut StatusBook<T>,
+    reason: &str,
+    note: &str,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
+    events
+        .publish(o, EventType::Normal, reason, "Finalize", note)
+        .await;
     let name = o.name_any();
     match remove_finalizer(api, o, finalizer).await {
         Ok(()) => {
@@ -223,9 +267,16 @@ pub async fn release<K, T: PartialEq>(
     }
 }
 
+/// An object's `Ready` condition.
+pub struct Ready<'a> {
+    pub ok: bool,
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
 /// A status body for server-side apply with one `Ready` condition;
 /// `fields` are the kind's own status fields.
-pub fn ready_status(
+fn ready_status(
     kind: &str,
     generation: i64,
     mut fields: serde_json::Value,
@@ -247,7 +298,7 @@ pub fn ready_status(
 }
 
 /// Writes `body` as the object's status by server-side apply.
-pub async fn apply_status<K>(api: &Api<K>, name: &str, body: &serde_json::Value) -> bool
+async fn apply_status<K>(api: &Api<K>, name: &str, body: &serde_json::Value) -> bool
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
